@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The local AWS stand-in: moto in server mode on 127.0.0.1.
 
 One process serves every test, the demo and Molecule. `start` reuses a running emulator,

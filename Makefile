@@ -1,0 +1,55 @@
+# cloudtrain.ec2: the two commands of the README, and their parts.
+#   make demo   the whole pipeline on this machine, no AWS account (the local stand-in plays AWS)
+#   make test   lint, sanity, unit/integration tests and the Molecule scenarios
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(BIN):$(PATH)
+export PYTHONUNBUFFERED := 1
+
+# Molecule scenarios under extensions/molecule/, in the order CI runs them.
+MOLECULE_SCENARIOS ?= provision docker train default
+
+.PHONY: demo test venv host lint sanity pytest molecule bench clean
+
+demo: venv host
+	$(BIN)/python training/make_mnist_split.py --dest .cache/data
+	$(BIN)/python training/train.py --data-dir .cache/data --output-dir artifacts/local --checkpoint-dir .cache/checkpoints/local --epochs 3 --no-download
+
+test: lint sanity pytest molecule
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-train.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+# Docker engine, registry binary, debootstrap; starts dockerd if none answers (root).
+host:
+	scripts/host-setup.sh
+
+lint: venv
+	$(BIN)/ansible-lint --profile production
+
+sanity: venv
+	scripts/sanity.sh
+
+pytest: venv host
+	$(BIN)/pytest tests
+
+molecule: venv host
+	for scenario in $(MOLECULE_SCENARIOS); do $(BIN)/molecule test -s $$scenario; done
+
+bench: venv host
+	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/provision_speed.py
+	$(BIN)/python bench/demo_phases.py
+
+clean:
+	-$(BIN)/python tests/standin/standin.py down
+	-$(BIN)/python tests/standin/emulator.py stop
+	rm -rf .cache artifacts
