@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Training speed: training/train.py against the pytorch/examples MNIST recipe, side by side.
+
+Both programs train the same Net with the same recipe (batch 64, Adadelta lr 1.0, StepLR 0.7) on the
+same real-data split (made here from ../shared/data/mnist with training/make_mnist_split.py). They
+run interleaved, one after the other, for several rounds (the order alternates per round, so drift
+in machine load hits both), each as its own process with the default thread settings.
+
+Printed: training samples/s of each and the ratio; time to reach the accuracy the reference has
+after 3 epochs (setup + train + evaluation time, interpreter start-up excluded) and the ratio;
+final accuracies after the same number of epochs; and the fraction of the float32 compute limit
+the trainer reaches (FLOPs per sample computed from the Net's layer shapes, forward + backward).
+
+Runs unchanged on a GPU: both programs then use it (the trainer keeps the data on the device; the
+reference uses its accelerator DataLoader settings).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "training"))
+sys.path.insert(0, str(REPO / "bench"))
+
+import make_mnist_split  # noqa: E402
+from _flops import training_flops_per_sample  # noqa: E402
+
+REFERENCE_EPOCHS_FOR_TARGET = 3
+
+
+def run_reference(args, data_dir: Path) -> dict:
+    cmd = [sys.executable, str(REPO / "bench" / "_reference_mnist.py"), "--data-dir", str(data_dir),
+           "--epochs", str(args.epochs)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    rows = [json.loads(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("REFERENCE ")]
+    setup, epochs = rows[0], rows[1:]
+    return {"setup_seconds": setup["setup_seconds"], "epochs": epochs, "threads": setup["threads"],
+            "device": setup["device"]}
+
+
+def run_trainer(args, data_dir: Path, work: Path) -> dict:
+    out_dir = work / "trainer-out"
+    cmd = [sys.executable, str(REPO / "training" / "train.py"), "--data-dir", str(data_dir),
+           "--output-dir", str(out_dir), "--epochs", str(args.epochs), "--no-download", "--no-resume",
+           "--log-interval", "1000000", "--amp", args.amp]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    summary = json.loads((out_dir / "metrics.json").read_text())
+    epochs = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return {"setup_seconds": summary["data_seconds"], "epochs": epochs, "threads": summary["threads"],
+            "device": summary["device"], "amp": summary["amp"]}
+
+
+def samples_per_s(result: dict, train_samples: int) -> float:
+    seconds = sum(row["train_seconds"] for row in result["epochs"])
+    return train_samples * len(result["epochs"]) / seconds
+
+
+def time_to(result: dict, target: float):
+    """Seconds (setup + train + test) until the first epoch whose accuracy reaches target."""
+    elapsed = result["setup_seconds"]
+    for row in result["epochs"]:
+        elapsed += row["seconds"]
+        if row["accuracy"] >= target:
+            return elapsed, row["epoch"]
+    return None, None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default: 2)")
+    parser.add_argument("--epochs", type=int, default=4,
+                        help="epochs per run, at least 3 (default: 4; the target is the reference's "
+                             "accuracy after epoch 3)")
+    parser.add_argument("--train", type=int, default=8000, help="train split size (default: 8000)")
+    parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                        help="the trainer's --amp (default: auto)")
+    parser.add_argument("--peak-gflops", type=float, default=300.0,
+                        help="float32 peak of this machine for the threads used, GFLOP/s "
+                             "(default: 300, the 2-core CPU this was written on)")
+    parser.add_argument("--source", type=Path, default=make_mnist_split.DEFAULT_SOURCE)
+    args = parser.parse_args()
+    if args.epochs < REFERENCE_EPOCHS_FOR_TARGET:
+        parser.error(f"--epochs must be at least {REFERENCE_EPOCHS_FOR_TARGET}")
+
+    with tempfile.TemporaryDirectory(prefix="ct-train-bench-") as tmp:
+        work = Path(tmp)
+        split = make_mnist_split.make_split(args.source, work / "data", args.train)
+        print(f"data: real MNIST split, {split['train']} train / {split['test']} test images; "
+              f"{args.rounds} rounds x {args.epochs} epochs each; cpus: {os.cpu_count()}", flush=True)
+        rounds = []
+        for number in range(1, args.rounds + 1):
+            order = ("reference", "trainer") if number % 2 else ("trainer", "reference")
+            result = {}
+            for name in order:
+                result[name] = (run_reference(args, work / "data") if name == "reference"
+                                else run_trainer(args, work / "data", work))
+            ref, new = result["reference"], result["trainer"]
+            target = ref["epochs"][REFERENCE_EPOCHS_FOR_TARGET - 1]["accuracy"]
+            ref_time, ref_epoch = time_to(ref, target)
+            new_time, new_epoch = time_to(new, target)
+            row = {"round": number, "order": order,
+                   "ref_sps": samples_per_s(ref, split["train"]), "new_sps": samples_per_s(new, split["train"]),
+                   "target": target, "ref_time": ref_time, "ref_epoch": ref_epoch,
+                   "new_time": new_time, "new_epoch": new_epoch,
+                   "ref_final": ref["epochs"][-1]["accuracy"], "new_final": new["epochs"][-1]["accuracy"],
+                   "device": new["device"], "amp": new["amp"], "threads": new["threads"]}
+            rounds.append(row)
+            reached = (f"{row['new_time']:.1f}s (epoch {row['new_epoch']})" if new_time is not None
+                       else f"not reached in {args.epochs} epochs")
+            print(f"round {number} ({' then '.join(order)}): samples/s reference {row['ref_sps']:.0f}, "
+                  f"trainer {row['new_sps']:.0f}; to {target:.4f}: reference {ref_time:.1f}s (epoch {ref_epoch}), "
+                  f"trainer {reached}; final accuracy reference {row['ref_final']:.4f}, "
+                  f"trainer {row['new_final']:.4f}", flush=True)
+
+    med = statistics.median
+    ref_sps, new_sps = med(r["ref_sps"] for r in rounds), med(r["new_sps"] for r in rounds)
+    print()
+    print(f"trainer: device {rounds[0]['device']}, amp {rounds[0]['amp']}, {rounds[0]['threads']} threads")
+    print(f"training samples/s (median of {len(rounds)}): reference {ref_sps:.0f}, trainer {new_sps:.0f}, "
+          f"ratio {new_sps / ref_sps:.2f}x")
+    reached = [r for r in rounds if r["new_time"] is not None]
+    if len(reached) == len(rounds):
+        ref_t, new_t = med(r["ref_time"] for r in rounds), med(r["new_time"] for r in rounds)
+        print(f"time to the reference's {REFERENCE_EPOCHS_FOR_TARGET}-epoch accuracy "
+              f"(median target {med(r['target'] for r in rounds):.4f}): reference {ref_t:.1f}s, "
+              f"trainer {new_t:.1f}s, ratio {ref_t / new_t:.2f}x")
+    else:
+        print(f"time to the reference's {REFERENCE_EPOCHS_FOR_TARGET}-epoch accuracy: the trainer did not "
+              f"reach it within {args.epochs} epochs in {len(rounds) - len(reached)} of {len(rounds)} rounds")
+    ref_final, new_final = med(r["ref_final"] for r in rounds), med(r["new_final"] for r in rounds)
+    print(f"final accuracy after {args.epochs} epochs (median): reference {ref_final:.4f}, "
+          f"trainer {new_final:.4f} ({'no worse' if new_final >= ref_final else 'WORSE'})")
+    flops = training_flops_per_sample()
+    limit = args.peak_gflops * 1e9 / flops
+    print(f"compute: {flops / 1e6:.1f} MFLOP per training sample (forward + backward); float32 limit at "
+          f"{args.peak_gflops:.0f} GFLOP/s = {limit:.0f} samples/s; trainer reaches {new_sps / limit:.0%} of it, "
+          f"reference {ref_sps / limit:.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
