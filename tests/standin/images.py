@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Builds the stand-in's images from Debian, without Docker Hub, cached by content.
+
+    python tests/standin/images.py build [base|training|instance ...]   # prints name=image
+    python tests/standin/images.py tags                                  # what `build` would use
+
+* base:     `debootstrap --variant=minbase bookworm` + the host's apt configuration (the mirror
+            that works on this machine), no docs, no recommends; `docker import`ed.
+* training: base + Debian's python3-torch/torchvision/numpy/matplotlib (the DLC stand-in).
+* instance: base + systemd, python3, sudo and the `ec2-user` login user (the EC2 stand-in).
+
+Each tag is a hash of everything that goes into the image (recipe files, the host apt files
+copied in, the parent's tag), so an image is rebuilt only when its inputs change and a warm
+machine finds all three with one `docker image inspect` each.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RECIPES = HERE / "images"
+SUITE = "bookworm"
+REPO = "ct-standin"  # image names: ct-standin-base, ct-standin-training, ct-standin-instance
+# Bump when _build_base changes what it produces (the base tag hashes this, not the code).
+BASE_RECIPE = "debootstrap-minbase-v1"
+DOCKER = os.environ.get("DOCKER", "docker")
+# Host apt files that make the package mirror work on this machine; copied into every image.
+APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
+APT_EXTRA = [Path("/etc/apt/sources.list"), Path("/etc/apt/apt.conf.d/99artifact-registry")]
+
+
+def _host_apt_files() -> dict[str, bytes]:
+    """Active apt source files and the mirror settings, keyed by their path in the image."""
+    files: dict[str, bytes] = {}
+    if APT_SOURCES_DIR.is_dir():
+        for path in sorted(APT_SOURCES_DIR.iterdir()):
+            # Only live sources: `*.disabled-*` and other suffixes are not read by apt either.
+            if path.suffix in (".list", ".sources") and path.is_file():
+                files[str(path)] = path.read_bytes()
+    for path in APT_EXTRA:
+        if path.is_file():
+            files[str(path)] = path.read_bytes()
+    return files
+
+
+def _mirror(apt_files: dict[str, bytes]) -> str:
+    """The Debian mirror the host uses (debootstrap needs one before the copied files apply)."""
+    for text in (data.decode(errors="replace") for data in apt_files.values()):
+        match = re.search(r"^URIs:\s*(\S+/debian)\s*$", text, re.M) or re.search(
+            r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)\s+" + SUITE, text, re.M
+        )
+        if match:
+            return match.group(1)
+    return "http://deb.debian.org/debian"
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:16]
+
+
+def tags() -> dict[str, str]:
+    """name -> full image reference, derived only from the build inputs."""
+    apt = _host_apt_files()
+    base_inputs = [SUITE.encode(), (RECIPES / "nodoc.dpkg.cfg").read_bytes(),
+                   (RECIPES / "norecommends.apt.conf").read_bytes(), BASE_RECIPE.encode()]
+    base_inputs += [k.encode() + b"\0" + v for k, v in sorted(apt.items())]
+    base = f"{REPO}-base:{_digest(*base_inputs)}"
+    out = {"base": base}
+    for name in ("training", "instance"):
+        recipe = (RECIPES / f"{name}.Dockerfile").read_bytes()
+        out[name] = f"{REPO}-{name}:{_digest(base.encode(), recipe)}"
+    return out
+
+
+def exists(image: str) -> bool:
+    return subprocess.run([DOCKER, "image", "inspect", image], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
+def _log(msg: str) -> None:
+    print(f"[images] {msg}", file=sys.stderr, flush=True)
+
+
+def _prune(root: Path) -> None:
+    """Drop what debootstrap unpacked before the no-docs rules existed, and download leftovers."""
+    for path in (root / "usr/share/doc").rglob("*"):
+        if (path.is_file() or path.is_symlink()) and path.name != "copyright":
+            path.unlink()
+    for folder in ("usr/share/man", "usr/share/info", "usr/share/locale"):
+        for path in (root / folder).glob("*"):
+            if path.name == "locale.alias":
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*_*"):
+        for path in root.glob(pattern):
+            path.unlink()
+
+
+def _build_base(image: str) -> None:
+    apt = _host_apt_files()
+    with tempfile.TemporaryDirectory(prefix="ct-standin-rootfs-") as tmp:
+        root = Path(tmp) / "rootfs"
+        cmd = ["debootstrap", "--variant=minbase", "--components=main", SUITE, str(root), _mirror(apt)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        # Replace debootstrap's sources with the host's, so apt inside uses the same mirror.
+        (root / "etc/apt/sources.list").unlink(missing_ok=True)
+        for path, data in apt.items():
+            dest = root / path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+        shutil.copy(RECIPES / "nodoc.dpkg.cfg", root / "etc/dpkg/dpkg.cfg.d/01-nodoc")
+        shutil.copy(RECIPES / "norecommends.apt.conf", root / "etc/apt/apt.conf.d/01-norecommends")
+        _prune(root)
+        tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run([DOCKER, "import", "--change", 'CMD ["/bin/bash"]', "-", image],
+                       stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL)
+        tar.stdout.close()
+        if tar.wait() != 0:
+            raise RuntimeError("tar of the debootstrap rootfs failed")
+
+
+def _build_derived(name: str, image: str, base: str) -> None:
+    dockerfile = (RECIPES / f"{name}.Dockerfile").read_text().replace("{base}", base)
+    # The host daemon has no bridge: builds use the host network (the apt mirror only).
+    subprocess.run([DOCKER, "build", "--network", "host", "-q", "-t", image, "-"],
+                   input=dockerfile.encode(), check=True, stdout=subprocess.DEVNULL)
+
+
+def build(names: list[str] | None = None) -> dict[str, str]:
+    """Make sure the images exist; build only the missing ones. Returns name -> image."""
+    wanted = tags()
+    names = names or ["training", "instance"]
+    for name in ["base"] + [n for n in names if n != "base"]:
+        image = wanted[name]
+        if exists(image):
+            continue
+        derived = [n for n in names if n != "base"]
+        if name == "base" and derived and all(exists(wanted[n]) for n in derived):
+            continue  # every image needed is already derived; no need for the base itself
+        started = time.monotonic()
+        _log(f"building {image}")
+        if name == "base":
+            _build_base(image)
+        else:
+            _build_derived(name, image, wanted["base"])
+        _log(f"built {image} in {time.monotonic() - started:.0f}s")
+    return {n: wanted[n] for n in names}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("build", "tags"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    result = tags() if argv[0] == "tags" else build(argv[1:] or None)
+    for name, image in result.items():
+        print(f"{name}={image}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
