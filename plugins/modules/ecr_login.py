@@ -80,6 +80,8 @@ notes:
     (resource C(*)); pulling needs C(ecr:BatchGetImage) and C(ecr:GetDownloadUrlForLayer) on the repository.
   - Works with older boto3/botocore than amazon.aws supports (for example Debian 12's 1.26/1.29), with the
     amazon.aws warning that they are untested.
+  - Without O(endpoint_url) the module takes the endpoint from E(AWS_ENDPOINT_URL_ECR) or E(AWS_ENDPOINT_URL)
+    as botocore 1.31 and later do, also when the host's botocore is older.
 seealso:
   - plugin: cloudtrain.ec2.dlc_image
     plugin_type: lookup
@@ -348,6 +350,8 @@ def main():
         min_validity=dict(type="int", default=3600),
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not module.params.get("endpoint_url"):
+        module.params["endpoint_url"] = ecr.endpoint_from_env()
     EcrLogin(module).run()
 
 
