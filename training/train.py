@@ -137,8 +137,11 @@ class StopSignal:
 
     def __init__(self):
         self.received = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, _frame):
         self.received = signal.Signals(signum).name  # no printing here: not safe inside a handler
@@ -149,23 +152,30 @@ def log(message: str) -> None:
 
 
 def run(args) -> int:
+    stop = StopSignal()
+    try:
+        return train(args, stop)
+    finally:
+        stop.restore()  # matters when run() is called in-process (tests)
+
+
+def train(args, stop) -> int:
     started = time.monotonic()
     world = runtime.Distributed()
     say = log if world.is_main else (lambda _message: None)  # one copy of each line, from rank 0
     runtime.set_threads(args.threads)
     device = runtime.pick_device(args.device, world.local_rank)
-    if world.is_main:
-        ensure_writable(args.output_dir, "--output-dir")
-        ensure_writable(args.checkpoint_dir, "--checkpoint-dir")
-    stop = StopSignal()
+    # Every rank checks its input before joining the process group, so a bad input ends them all.
+    ensure_writable(args.output_dir, "--output-dir")
+    ensure_writable(args.checkpoint_dir, "--checkpoint-dir")
+    download = not args.no_download
+    data.check_raw_files(args.data_dir, download)
     world.init(device)
     amp = runtime.choose_amp(args.amp, device)
 
     # Data: decoded and normalized once, resident on the training device.
     t0 = time.monotonic()
-    download = not args.no_download
     if world.is_main:
-        data.check_raw_files(args.data_dir, download)
         train_raw = data.load_split(args.data_dir, True, download, args.limit_train)
     world.barrier()  # rank 0 downloads first; the others then read what it wrote
     if not world.is_main:
