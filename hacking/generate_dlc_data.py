@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import pprint
 import sys
 from pathlib import Path
 
@@ -92,13 +91,27 @@ def collect(source: Path) -> tuple[dict, list]:
     return dict(sorted(accounts.items())), images
 
 
+def literal(value, indent: int = 0) -> str:
+    """Python source for value, one item a line with hanging indents (what pep8 accepts)."""
+    pad, inner = " " * indent, " " * (indent + 4)
+    if isinstance(value, dict):
+        items = "".join(f"{inner}{k!r}: {literal(v, indent + 4)},\n" for k, v in value.items())
+        return "{\n" + items + pad + "}"
+    if isinstance(value, list):
+        if all(not isinstance(v, (dict, list)) for v in value):
+            return "[" + ", ".join(repr(v) for v in value) + "]"
+        items = "".join(f"{inner}{literal(v, indent + 4)},\n" for v in value)
+        return "[\n" + items + pad + "]"
+    return repr(value)
+
+
 def render(accounts: dict, images: list) -> str:
     return (
         HEADER
         + "# region -> account of the registry that serves the Deep Learning Containers there.\n"
-        + "REGION_ACCOUNTS = " + pprint.pformat(accounts, width=100, sort_dicts=False) + "\n\n"
+        + "REGION_ACCOUNTS = " + literal(accounts) + "\n\n"
         + "# One entry per image (repository, version, cpu/gpu); tags[0] is the most specific tag.\n"
-        + "IMAGES = " + pprint.pformat(images, width=100, sort_dicts=False) + "\n"
+        + "IMAGES = " + literal(images) + "\n"
     )
 
 

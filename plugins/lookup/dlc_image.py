@@ -8,7 +8,7 @@ name: dlc_image
 short_description: The URI of an AWS Deep Learning Containers PyTorch training image
 version_added: 0.1.0
 author:
-  - cloudtrain.ec2 contributors
+  - cloudtrain.ec2 contributors (@cloudtrain)
 description:
   - Turns a framework version, CPU or GPU (or an instance type), Python and CUDA versions, a region and the
     registry (private ECR or ECR Public) into the URI of a Deep Learning Containers image for EC2, like

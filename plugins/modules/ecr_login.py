@@ -9,7 +9,7 @@ module: ecr_login
 short_description: Log Docker in to Amazon ECR registries without the AWS CLI
 version_added: 0.1.0
 author:
-  - cloudtrain.ec2 contributors
+  - cloudtrain.ec2 contributors (@cloudtrain)
 description:
   - Gets an authorization token from Amazon ECR (C(GetAuthorizationToken)) with boto3, using whatever
     credentials boto3 finds on the host (the instance profile on EC2, a profile or environment variables
@@ -73,8 +73,10 @@ attributes:
     description: Asks ECR for a token (a read) to tell whether the login would change; writes nothing.
   diff_mode:
     support: none
+    description: No diff; the result lists per registry whether the login changed.
   idempotent:
     support: full
+    description: A second run reports no change while the stored login is valid or the token is unchanged.
 notes:
   - The host needs boto3; C(docker) only for O(login_method=cli). The IAM action is C(ecr:GetAuthorizationToken)
     (resource C(*)); pulling needs C(ecr:BatchGetImage) and C(ecr:GetDownloadUrlForLayer) on the repository.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import importlib
 import json
 import os
 import stat
@@ -11,7 +12,12 @@ import pytest
 
 from ansible_collections.cloudtrain.ec2.plugins.module_utils import _docker_config as dockercfg
 from ansible_collections.cloudtrain.ec2.plugins.module_utils import _ecr_login as ecr
-from ansible_collections.cloudtrain.ec2.plugins.modules import ecr_login
+
+
+def _ecr_login():
+    # Imported when a test runs, not at collection: ansible.module_utils.basic patches
+    # sys.intern, and torch (tests/unit/training) then fails to import in the same pytest process.
+    return importlib.import_module("ansible_collections.cloudtrain.ec2.plugins.modules.ecr_login")
 
 T0 = datetime.datetime(2026, 11, 30, 6, 0, tzinfo=datetime.timezone.utc).timestamp()
 HOUR = 3600.0
@@ -89,7 +95,7 @@ def env(tmp_path):
     def run(check_mode=False, **params):
         module = FakeModule(dict(docker_config=str(config), **params), fake, check_mode=check_mode)
         with pytest.raises(Exit) as done:
-            ecr_login.EcrLogin(module, clock=clock).run()
+            _ecr_login().EcrLogin(module, clock=clock).run()
         return done.value.result, module
 
     return clock, fake, config, run
