@@ -75,10 +75,12 @@ def save(folder: Path, payload: dict, keep: int) -> Path:
 
 
 def _torch_load(path: Path):
-    try:  # torch >= 1.13: refuse pickled code, our checkpoints hold only tensors and plain data
+    # torch 2.x: weights_only refuses pickled code; our checkpoints hold only tensors and plain data.
+    # torch 1.13 has the flag but its unpickler cannot read floats (opcode BINFLOAT), so it gets a
+    # plain load there (the checkpoint folder is the trainer's own).
+    if int(torch.__version__.split(".")[0]) >= 2:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except TypeError:  # older torch without weights_only
-        return torch.load(path, map_location="cpu")
+    return torch.load(path, map_location="cpu")
 
 
 def load(path: Path, model_state: dict) -> dict:
