@@ -35,10 +35,18 @@ from _flops import training_flops_per_sample  # noqa: E402
 REFERENCE_EPOCHS_FOR_TARGET = 3
 
 
+def run(cmd) -> str:
+    """stdout of cmd; on failure, stop with its stderr (the benchmark's numbers would be meaningless)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
 def run_reference(args, data_dir: Path) -> dict:
     cmd = [sys.executable, str(REPO / "bench" / "_reference_mnist.py"), "--data-dir", str(data_dir),
            "--epochs", str(args.epochs)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = run(cmd)
     rows = [json.loads(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("REFERENCE ")]
     setup, epochs = rows[0], rows[1:]
     return {"setup_seconds": setup["setup_seconds"], "epochs": epochs, "threads": setup["threads"],
@@ -50,7 +58,7 @@ def run_trainer(args, data_dir: Path, work: Path) -> dict:
     cmd = [sys.executable, str(REPO / "training" / "train.py"), "--data-dir", str(data_dir),
            "--output-dir", str(out_dir), "--epochs", str(args.epochs), "--no-download", "--no-resume",
            "--log-interval", "1000000", "--amp", args.amp]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    run(cmd)
     summary = json.loads((out_dir / "metrics.json").read_text())
     epochs = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     return {"setup_seconds": summary["data_seconds"], "epochs": epochs, "threads": summary["threads"],
@@ -83,7 +91,7 @@ def main() -> int:
                         help="the trainer's --amp (default: auto)")
     parser.add_argument("--peak-gflops", type=float, default=300.0,
                         help="float32 peak of this machine for the threads used, GFLOP/s "
-                             "(default: 300, the 2-core CPU this was written on)")
+                             "(default: 300, the 2-core CPU this was written on; set it for a GPU)")
     parser.add_argument("--source", type=Path, default=make_mnist_split.DEFAULT_SOURCE)
     args = parser.parse_args()
     if args.epochs < REFERENCE_EPOCHS_FOR_TARGET:
