@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Generate plugins/module_utils/_dlc_data.py from the Deep Learning Containers reference data.
 
 The reference lives outside the collection (``<repo>/../shared/reference/dlc``); the collection
@@ -7,8 +6,8 @@ module_utils (not YAML under meta/ or data/) because the ecr_login module runs o
 host and needs the region accounts there: AnsiballZ ships module_utils .py files with a module,
 and nothing else. The lookup imports the same file on the controller.
 
-    hacking/generate_dlc_data.py            # rewrite the file
-    hacking/generate_dlc_data.py --check    # exit 1 when the file is out of date
+    .venv/bin/python hacking/generate_dlc_data.py            # rewrite the file
+    .venv/bin/python hacking/generate_dlc_data.py --check    # exit 1 when the file is out of date
 """
 from __future__ import annotations
 
@@ -116,7 +115,7 @@ def render(accounts: dict, images: list) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--source", type=Path, default=SOURCE)
     parser.add_argument("--check", action="store_true", help="exit 1 when the file is out of date")
     args = parser.parse_args(argv)

@@ -87,7 +87,7 @@ def stored_credential(config, address, helper_dir=None):
         if not helper:
             raise DockerConfigError("the Docker config names credential helper '%s' but "
                                     "docker-credential-%s is not installed" % (store, store))
-        proc = subprocess.run([helper, "get"], input=address.encode("utf-8"),
+        proc = subprocess.run([helper, "get"], input=address.encode("utf-8"), check=False,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if proc.returncode != 0:
             # "credentials not found in native keychain" is the helper's "nothing stored".

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The local stand-in for an ECR registry: Debian's docker-registry (v2.8) with TLS and htpasswd.
 
 It runs the registry as a plain process (not a container) on a loopback address, with its own CA,
@@ -35,7 +34,8 @@ halves). ``docker_trust(host, ca_cert)`` is a context manager that puts the CA i
 folder on every connection, no daemon restart). Docker does not check certificates of registries
 on 127.0.0.0/8 (its default insecure range), so a real TLS test serves on ``[::1]:<port>``.
 
-CLI (the password comes from --password-env VAR or stdin, never from argv)::
+CLI, run as `.venv/bin/python tests/standin/registry.py ...` (the password comes from
+--password-env VAR or stdin, never from argv)::
 
     registry.py start --name dlc --listen 127.0.0.1:443 --user AWS --password-env REGISTRY_PASSWORD \\
         --dns 763104351884.dkr.ecr.us-east-1.amazonaws.com [--ip 127.0.0.1]   # prints info as JSON
@@ -101,7 +101,7 @@ def _is_ip(value: str) -> bool:
 # --------------------------------------------------------------------------- TLS
 
 def _openssl(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
 
@@ -161,7 +161,7 @@ def write_htpasswd(path, user: str, password: str) -> str:
     if not htpasswd:
         raise RuntimeError("htpasswd not found: install apache2-utils")
     proc = subprocess.run([htpasswd, "-niB", user], input=password + "\n",
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"htpasswd failed: {proc.stderr.strip()}")
     path = Path(path)
@@ -451,7 +451,7 @@ def _password(args) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_start = sub.add_parser("start", help="start or reuse a registry; prints its info as JSON")
     p_start.add_argument("--listen", required=True, help="HOST:PORT, e.g. 127.0.0.1:443 or [::1]:5443")

@@ -42,7 +42,7 @@ REGISTRY_NAME = "ct-ecr-it"
 
 def _docker(*args, config=None, stdin=None, check=True, env=None):
     cmd = ["docker"] + (["--config", str(config)] if config else []) + list(args)
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120, env=env, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed: {proc.stderr}")
     return proc
@@ -89,7 +89,7 @@ def play(tmp_path, args, *, tasks=1, check=False, verbosity=0, env=None, drop_en
     task = {"name": "ecr login", "cloudtrain.ec2.ecr_login": args}
     if task_env:
         task["environment"] = task_env
-    playbook = [{"hosts": "localhost", "gather_facts": False, "tasks": [dict(task) for _ in range(tasks)]}]
+    playbook = [{"hosts": "localhost", "gather_facts": False, "tasks": [dict(task) for _task in range(tasks)]}]
     if interpreter:
         playbook[0]["vars"] = {"ansible_python_interpreter": interpreter}
     path = tmp_path / f"play-{time.monotonic_ns()}.yml"
@@ -101,7 +101,7 @@ def play(tmp_path, args, *, tasks=1, check=False, verbosity=0, env=None, drop_en
     run_env.update(env or {})
     cmd = [str(BIN / "ansible-playbook"), str(path)] + (["--check"] if check else [])
     cmd += ["-" + "v" * verbosity] if verbosity else []
-    proc = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=300, check=False)
     output = proc.stdout + proc.stderr
     results = []
     if verbosity == 0:
@@ -175,7 +175,7 @@ def test_password_never_printed_nor_on_a_command_line(tls_registry, tmp_path):
     # Records every command line the module gives docker, then runs the real CLI.
     wrapper.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {argv_log}\nexec {shutil.which('docker')} \"$@\"\n")
     wrapper.chmod(0o755)
-    _results, output, rc = play(tmp_path, _args(tmp_path, docker_cli=str(wrapper), reauthorize=True), verbosity=3)
+    _unused, output, rc = play(tmp_path, _args(tmp_path, docker_cli=str(wrapper), reauthorize=True), verbosity=3)
     assert rc == 0, output
     assert "--password-stdin" in argv_log.read_text()  # the login did go through the CLI
     secrets = [PASSWORD, base64.b64encode(f"AWS:{PASSWORD}".encode()).decode()]
@@ -263,7 +263,7 @@ def iam_enforcing_emulator():
     url = f"http://127.0.0.1:{port}"
     try:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        for _ in range(150):
+        for _attempt in range(150):
             try:
                 opener.open(url + "/moto-api/", timeout=1)
                 break
@@ -311,7 +311,7 @@ def bookworm_boto_python():
     # The package index, not the emulator's dead proxy (that guard rail is for AWS clients).
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy")}
     pip = subprocess.run([str(python), "-m", "pip", "install", "-q", *OLD_BOTO], capture_output=True, text=True,
-                         env=env)
+                         env=env, check=False)
     if pip.returncode != 0:
         pytest.skip(f"cannot install {' '.join(OLD_BOTO)} from the package index: {pip.stderr[-300:]}")
     marker.write_text("\n".join(OLD_BOTO))

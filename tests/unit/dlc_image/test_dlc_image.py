@@ -43,7 +43,7 @@ def _reference_image_params():
 
 def test_shipped_data_is_generated_from_the_reference():
     proc = subprocess.run([sys.executable, str(REPO / "hacking" / "generate_dlc_data.py"), "--check"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -177,7 +177,7 @@ def test_lookup_plugin_through_ansible(tmp_path):
     )
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), str(playbook)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False)
     out = proc.stdout + proc.stderr
     assert f"URI={BLOG_GPU}" in out
     assert proc.returncode == 2, out

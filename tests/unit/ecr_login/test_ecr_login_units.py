@@ -19,6 +19,7 @@ def _ecr_login():
     # sys.intern, and torch (tests/unit/training) then fails to import in the same pytest process.
     return importlib.import_module("ansible_collections.cloudtrain.ec2.plugins.modules.ecr_login")
 
+
 T0 = datetime.datetime(2026, 11, 30, 6, 0, tzinfo=datetime.timezone.utc).timestamp()
 HOUR = 3600.0
 DLC = "763104351884"
@@ -126,13 +127,13 @@ def test_first_login_then_cache_then_refresh(env):
     assert dockercfg.stored_credential(dockercfg.load(str(config)), ADDRESS) == ("AWS", "token-1")
 
     clock.now = T0 + 10 * HOUR  # 2 hours left: keep, without asking ECR
-    result, _ = run()
+    result, _module = run()
     assert result["changed"] is False and fake.calls == 1
     assert result["registries"][0]["source"] == "cache"
 
     clock.now = T0 + 11 * HOUR + 1  # under an hour left: ask again; a new token is a change
     fake.password = "token-2"
-    result, _ = run()
+    result, _module = run()
     assert result["changed"] is True and fake.calls == 2
     assert dockercfg.stored_credential(dockercfg.load(str(config)), ADDRESS) == ("AWS", "token-2")
 
@@ -142,7 +143,7 @@ def test_same_token_with_past_expiry_is_no_change(env):
     clock, fake, config, run = env
     run()
     clock.now = T0 + 13 * HOUR  # the stored token has expired
-    result, _ = run()
+    result, _module = run()
     assert fake.calls == 2 and result["changed"] is False
     assert result["registries"][0]["source"] == "ecr"
 
@@ -163,13 +164,13 @@ def test_logout_in_between_is_noticed(env):
     del data["auths"][ADDRESS]
     config.write_text(json.dumps(data))
     clock.now = T0 + HOUR
-    result, _ = run()
+    result, _module = run()
     assert result["changed"] is True and fake.calls == 2
 
 
 def test_check_mode_writes_nothing(env):
     clock, fake, config, run = env
-    result, _ = run(check_mode=True)
+    result, _module = run(check_mode=True)
     assert result["changed"] is True
     assert not config.exists() and not config.parent.exists()
 
@@ -191,7 +192,7 @@ def test_files_are_private_and_other_settings_kept(env):
 
 def test_registry_ids_default_to_the_regions_dlc_account_and_are_checked(env):
     clock, fake, config, run = env
-    result, _ = run(registry_ids=["123456789012", DLC])
+    result, _module = run(registry_ids=["123456789012", DLC])
     assert [r["registry_id"] for r in result["registries"]] == ["123456789012", DLC]
     with pytest.raises(Fail) as err:
         run(registry_ids=["12345"])
