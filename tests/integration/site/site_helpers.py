@@ -1,0 +1,42 @@
+"""Helpers of the site.yml tests: run the playbook against the stand-in, read the emulator."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+STANDIN = REPO / "tests" / "standin"
+BIN = Path(sys.executable).parent
+# Their own instance container: the demo's and other scenarios' instances are left alone.
+INSTANCE = "ct-standin-site"
+DATA = REPO / ".cache" / "site-tests" / "data"
+
+
+def run_site(vars_file: Path, run_name: str, tmp_path: Path, **extra) -> subprocess.CompletedProcess:
+    """ansible-playbook site.yml against the stand-in, small and fast; extra vars as keyword arguments."""
+    extra_vars = {
+        "run_name": run_name,
+        "epochs": 1,
+        "train_args": ["--limit-train", "500", "--limit-test", "200", "--threads", "1"],
+        "data_src": str(DATA),
+        "artifacts_dir": str(tmp_path / "artifacts"),
+        "train_poll_interval": 2,
+        "watchdog_minutes": 0,
+        **extra,
+    }
+    cmd = [str(BIN / "ansible-playbook"), "site.yml",
+           "-e", "@" + str(STANDIN / "demo.yml"), "-e", "@" + str(vars_file), "-e", json.dumps(extra_vars)]
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+
+
+def instance_states(run_name: str) -> list[str]:
+    """States of the run's instances as the emulator sees them (terminated ones too)."""
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    found = ec2.describe_instances(Filters=[{"Name": "tag:cloudtrain:run", "Values": [run_name]}])
+    return [i["State"]["Name"] for r in found["Reservations"] for i in r["Instances"]]

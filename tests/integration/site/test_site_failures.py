@@ -1,0 +1,66 @@
+"""site.yml fails with a clear message when a step after provisioning fails, and the instance ends stopped.
+
+Each test runs the whole site.yml against the stand-in (AWS emulator, loopback registry, instance
+container) with one fault put in, then asks the emulator for the run's instances.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from site_helpers import INSTANCE, REPO, instance_states, run_site
+
+sys.path.insert(0, str(REPO / "tests" / "standin"))
+import registry  # noqa: E402  (tests/standin is plumbing, not a package)
+
+
+def _assert_failed_and_stopped(result, run_name: str, *expected: str) -> None:
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-3000:]
+    # The last play fails the run with the recorded step and reason.
+    failure = out[out.rfind("Fail the run with the recorded failure"):]
+    for text in expected:
+        assert text in failure, failure[-3000:]
+    assert "outcome: failed" in out
+    states = instance_states(run_name)
+    assert states and all(state == "stopped" for state in states), states
+
+
+def test_training_exits_non_zero(aws, standin, tmp_path):
+    # No data and --no-download: the trainer stops with its "bad input" exit code 2.
+    result = run_site(standin, "fail-train", tmp_path, data_src="", train_args=["--no-download", "--limit-train", "100"])
+    _assert_failed_and_stopped(result, "fail-train", "exited with code 2", "last log lines")
+
+
+def test_repo_cannot_be_cloned(aws, standin, tmp_path):
+    result = run_site(standin, "fail-clone", tmp_path,
+                      train_repo="file:///nonexistent/cloudtrain-training.git", train_version="v1.0.0")
+    _assert_failed_and_stopped(result, "fail-clone", "Check out the pinned version", "nonexistent")
+
+
+def test_image_does_not_exist(aws, standin, tmp_path):
+    image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:0.0.0-does-not-exist"
+    result = run_site(standin, "fail-image", tmp_path, train_image=image)
+    _assert_failed_and_stopped(result, "fail-image", "Pull the training image", "0.0.0-does-not-exist")
+
+
+REFUSING_HOST = "111111111111.dkr.ecr.us-east-1.amazonaws.com"
+
+
+@pytest.fixture
+def refusing_registry(tmp_path):
+    """A second ECR stand-in on 127.0.0.2 whose password is not the one ECR hands out."""
+    registry.start("ct-site-refuse", listen="127.0.0.2:443", user="AWS", password="not-the-ecr-token",
+                   dns_names=[REFUSING_HOST], state_dir=tmp_path / "registry")
+    subprocess.run(["docker", "exec", INSTANCE, "sh", "-c", f"echo '127.0.0.2 {REFUSING_HOST}' >> /etc/hosts"], check=True)
+    yield REFUSING_HOST
+    subprocess.run(["docker", "exec", INSTANCE, "sh", "-c",
+                    f"grep -v '{REFUSING_HOST}' /etc/hosts > /tmp/hosts.ct && cat /tmp/hosts.ct > /etc/hosts"], check=False)
+    registry.stop("ct-site-refuse", state_dir=tmp_path / "registry", purge=True)
+
+
+def test_registry_refuses_login(aws, standin, tmp_path, refusing_registry):
+    result = run_site(standin, "fail-login", tmp_path, train_image=f"{refusing_registry}/pytorch-training:2.4.0-cpu-py311-ubuntu22.04-ec2")
+    _assert_failed_and_stopped(result, "fail-login", "Log Docker in to the image's ECR registry")
