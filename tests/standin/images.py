@@ -3,6 +3,7 @@
 
     python tests/standin/images.py build [base|training|instance ...]   # prints name=image
     python tests/standin/images.py tags                                  # what `build` would use
+    python tests/standin/images.py prune                                 # drop outdated builds
 
 * base:     `debootstrap --variant=minbase bookworm` + the host's apt configuration (the mirror
             that works on this machine), no docs, no recommends; `docker import`ed.
@@ -161,10 +162,26 @@ def build(names: list[str] | None = None) -> dict[str, str]:
     return {n: wanted[n] for n in names}
 
 
+def prune() -> list[str]:
+    """Remove stand-in images whose tag no longer matches their inputs (old builds)."""
+    current = set(tags().values())
+    listed = subprocess.run([DOCKER, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+                            check=True, capture_output=True, text=True).stdout.split()
+    stale = [ref for ref in listed if ref.startswith(f"{REPO}-") and ref not in current]
+    for ref in stale:
+        # Fails (and is left alone) while a container still uses it.
+        subprocess.run([DOCKER, "image", "rm", ref], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return stale
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("build", "tags"):
+    if not argv or argv[0] not in ("build", "tags", "prune"):
         print(__doc__, file=sys.stderr)
         return 2
+    if argv[0] == "prune":
+        for ref in prune():
+            print(f"removed {ref}")
+        return 0
     result = tags() if argv[0] == "tags" else build(argv[1:] or None)
     for name, image in result.items():
         print(f"{name}={image}")

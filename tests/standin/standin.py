@@ -53,7 +53,11 @@ DLC_ACCOUNT = "763104351884"
 REGION = "us-east-1"
 REGISTRY_NAME = "dlc"
 REGISTRY_HOST = f"{DLC_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
-REGISTRY_LISTEN = "127.0.0.1:443"
+# Another loopback address (CLOUDTRAIN_STANDIN_REGISTRY_IP=127.0.0.2) lets a second stand-in run
+# beside the first one (its own state dir and emulator port too); the port stays 443 because
+# the ECR name is pulled over plain https://<name>/.
+REGISTRY_IP = os.environ.get("CLOUDTRAIN_STANDIN_REGISTRY_IP", "127.0.0.1")
+REGISTRY_LISTEN = f"{REGISTRY_IP}:443"
 REGISTRY_USER = "AWS"
 REGISTRY_PASSWORD = f"{DLC_ACCOUNT}-auth-token"
 TRAINING_REPOSITORY = "pytorch-training"
@@ -92,7 +96,7 @@ def docker(*args: str, check: bool = True, capture: bool = True, **kwargs) -> su
 def _registry_request(path: str, info: dict, method: str = "GET", accept: str = "") -> tuple[int, dict]:
     ctx = ssl.create_default_context(cafile=info["ca_cert"])
     auth = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
-    req = urllib.request.Request(f"https://127.0.0.1/v2/{path}", method=method,
+    req = urllib.request.Request(f"https://{REGISTRY_IP}/v2/{path}", method=method,
                                  headers={"Authorization": f"Basic {auth}", "Accept": accept})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
                                          urllib.request.HTTPSHandler(context=ctx))
@@ -113,10 +117,10 @@ def _pushed_digest(tag: str, info: dict) -> str | None:
 def push_training_image(image: str, tags: list[str], info: dict) -> None:
     """Put the training image into the registry under each tag (skipped when already there).
 
-    The host daemon pushes through 127.0.0.1:443 with its own throw-away docker config, so the
+    The host daemon pushes through <registry ip>:443 (no certificate check on 127.0.0.0/8) with its own throw-away docker config, so the
     user's ~/.docker/config.json never holds the stand-in's credentials.
     """
-    local = f"127.0.0.1:443/{TRAINING_REPOSITORY}"
+    local = f"{REGISTRY_LISTEN}/{TRAINING_REPOSITORY}"
     repo_digests = json.loads(docker("image", "inspect", "--format", "{{json .RepoDigests}}", image).stdout) or []
     env = dict(os.environ, DOCKER_CONFIG=str(STATE / "docker-config"))
     logged_in = False
@@ -125,7 +129,7 @@ def push_training_image(image: str, tags: list[str], info: dict) -> None:
         if digest and f"{local}@{digest}" in repo_digests:
             continue
         if not logged_in:
-            docker("login", "127.0.0.1:443", "--username", REGISTRY_USER, "--password-stdin",
+            docker("login", REGISTRY_LISTEN, "--username", REGISTRY_USER, "--password-stdin",
                    input=REGISTRY_PASSWORD, env=env)
             logged_in = True
         started = time.monotonic()
@@ -136,7 +140,7 @@ def push_training_image(image: str, tags: list[str], info: dict) -> None:
 
 def up_registry(tags: list[str]) -> dict:
     info = registry.start(REGISTRY_NAME, REGISTRY_LISTEN, REGISTRY_USER, REGISTRY_PASSWORD,
-                          dns_names=[REGISTRY_HOST], ips=["127.0.0.1"])
+                          dns_names=[REGISTRY_HOST], ips=[REGISTRY_IP])
     # The instance trusts the registry's CA through a bind-mounted certs.d folder: copied in
     # place so a running instance sees a renewed CA without being recreated.
     certs = STATE / "instance-certs.d" / REGISTRY_HOST
@@ -194,15 +198,13 @@ def up_instance(name: str, fresh: bool) -> None:
         "-v", f"{name}-docker:/var/lib/docker",
         "-v", f"{certs_d}:/etc/docker/certs.d:ro",
         # ECR's proxy endpoint for the DLC account resolves to the loopback registry.
-        "--add-host", f"{REGISTRY_HOST}:127.0.0.1",
+        "--add-host", f"{REGISTRY_HOST}:{REGISTRY_IP}",
         "--stop-signal", "SIGRTMIN+3",
         image, "/sbin/init",
     )
+    # `docker exec` inherits the container's environment (the "instance profile"); sudo keeps
+    # it through the image's sudoers env_keep.
     _wait_for_systemd(name)
-    # `docker exec` inherits the container's environment; sudo resets it but Debian's sudo PAM
-    # reads /etc/environment, so root tasks see the "instance profile" too.
-    env_file = "".join(f"{k}={v}\n" for k, v in INSTANCE_ENV.items())
-    docker("exec", "-i", name, "sh", "-c", "cat >> /etc/environment", input=env_file)
 
 
 def down_instance(name: str) -> None:

@@ -10,6 +10,11 @@ RUN apt-get update \
  && useradd --create-home --shell /bin/bash --user-group ec2-user \
  && echo 'ec2-user ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-cloud-init-users \
  && chmod 0440 /etc/sudoers.d/90-cloud-init-users \
+ # On EC2 root reaches the instance profile like everyone else; here the "profile" is the
+ # container's environment (standin.py sets it), which sudo would otherwise drop.
+ && echo 'Defaults env_keep += "AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_DEFAULT_REGION AWS_REGION AWS_ENDPOINT_URL AWS_EC2_METADATA_DISABLED"' \
+      > /etc/sudoers.d/95-standin-instance-profile \
+ && chmod 0440 /etc/sudoers.d/95-standin-instance-profile \
  # Units that make no sense (or hang) inside a container.
  && systemctl mask getty.target console-getty.service systemd-udevd.service systemd-udev-trigger.service \
       systemd-firstboot.service systemd-remount-fs.service sys-kernel-config.mount sys-kernel-debug.mount \
