@@ -24,7 +24,7 @@ class DockerConfigError(Exception):
 
 
 class DockerCliError(Exception):
-    """docker could not log in; kind says why: missing, daemon, permission, rejected, failed."""
+    """docker could not log in; kind says why: missing, daemon, permission, rejected, tls, failed."""
 
     def __init__(self, kind, message):
         super(DockerCliError, self).__init__(message)
@@ -154,6 +154,7 @@ def fix_owner(path, uid, gid):
 
 _DAEMON_DOWN = ("cannot connect to the docker daemon", "is the docker daemon running", "error during connect")
 _PERMISSION = ("permission denied while trying to connect",)
+_TLS = ("x509:", "tls: ", "certificate")
 _REJECTED = ("unauthorized", "authentication required", "401", "incorrect username or password")
 
 
@@ -166,6 +167,8 @@ def classify(stderr):
         return "daemon"
     if any(s in text for s in _REJECTED):
         return "rejected"
+    if any(s in text for s in _TLS):
+        return "tls"
     return "failed"
 
 
@@ -206,6 +209,9 @@ class DockerCli:
         kind = classify(err)
         if kind == "rejected":
             raise DockerCliError("rejected", "the registry %s rejected the ECR credential: %s" % (address, err.strip()))
+        if kind == "tls":
+            raise DockerCliError("tls", "the Docker daemon does not trust the TLS certificate of %s (a private CA "
+                                 "belongs in /etc/docker/certs.d/%s/ca.crt): %s" % (address, address, err.strip()))
         if kind in ("daemon", "permission"):
             raise DockerCliError(kind, "docker login %s could not reach the Docker daemon at %s: %s"
                                  % (address, self._daemon_host(), err.strip()))

@@ -191,7 +191,8 @@ class EcrLogin:
             self.module.fail_json(msg="ecr_login needs a region: set the region option or AWS_REGION")
         if self.region not in REGION_ACCOUNTS and self.region not in self._botocore_regions():
             self.module.fail_json(msg="unknown region '%s': it is neither an ECR region botocore knows nor one with "
-                                  "a Deep Learning Containers registry (%s)" % (self.region, ", ".join(sorted(REGION_ACCOUNTS))))
+                                  "a Deep Learning Containers registry (%s)" % (self.region, ", ".join(sorted(REGION_ACCOUNTS))),
+                                  reason="unknown_region")
         ids = self.params["registry_ids"] or []
         if not ids:
             if self.region not in REGION_ACCOUNTS:

@@ -196,7 +196,9 @@ def test_tls_without_the_ca_is_refused(tls_registry, tmp_path):
     finally:
         registry.trust(ADDRESS, tls_registry["ca_cert"])
     assert rc == 2
-    assert "x509: certificate signed by unknown authority" in _failure(results)
+    msg = _failure(results)
+    assert f"the Docker daemon does not trust the TLS certificate of {ADDRESS}" in msg
+    assert "x509: certificate signed by unknown authority" in msg
 
 
 def test_wrong_password_is_rejected_by_the_registry(tls_registry, tmp_path):
@@ -243,6 +245,7 @@ def test_unknown_region(aws_emulator, tmp_path):
     results, output, rc = play(tmp_path, dict(_args(tmp_path), region="xx-nowhere-1"))
     assert rc == 2
     assert _failure(results).startswith("unknown region 'xx-nowhere-1'")
+    assert results[-1]["reason"] == "unknown_region"
 
 
 def _free_port():

@@ -226,7 +226,8 @@ def test_moto_xml_403_is_read_as_access_denied():
     ("error during connect: Get \"http://%2Fvar%2Frun%2Fdocker.sock/v1.24/version\": dial unix", "daemon"),
     ("permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock", "permission"),
     ("Error response from daemon: Get \"https://r/v2/\": unauthorized: authentication required", "rejected"),
-    ("Error response from daemon: Get \"https://r/v2/\": x509: certificate signed by unknown authority", "failed"),
+    ("Error response from daemon: Get \"https://r/v2/\": x509: certificate signed by unknown authority", "tls"),
+    ("Error response from daemon: Get \"https://r/v2/\": net/http: TLS handshake timeout", "failed"),
 ])
 def test_docker_errors_are_told_apart(stderr, kind):
     assert dockercfg.classify(stderr) == kind
