@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The baseline: pytorch/examples mnist/main.py as its users run it today, plus timing.
 
 Followed exactly (main branch of pytorch/examples, mnist/main.py):
@@ -8,7 +7,7 @@ Followed exactly (main branch of pytorch/examples, mnist/main.py):
   sample, read through torch.utils.data.DataLoader with batch_size 64 (train) / 1000 (test);
 - train_kwargs get {'num_workers': 1, 'persistent_workers': True, 'pin_memory': True, 'shuffle': True}
   only when an accelerator is used; on the CPU the loaders have no workers and no shuffling;
-- Adadelta(lr=1.0), StepLR(step_size=1, gamma=0.7) stepped after each epoch's test;
+- Adadelta(lr=1.0) (the example spells the import `import torch.optim as optim`), StepLR(step_size=1, gamma=0.7) stepped after each epoch's test;
 - train(): zero_grad, forward, nll_loss, backward, step, a loss.item() print every log_interval (10)
   batches; test(): no_grad, summed nll_loss, argmax accuracy.
 Changed, only around the recipe: the data root is an argument (the example hard-codes '../data'
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torch.optim as optim
+from torch import optim
 from torch.optim.lr_scheduler import StepLR
 from torchvision import datasets, transforms
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Training speed: training/train.py against the pytorch/examples MNIST recipe, side by side.
 
 Both programs train the same Net with the same recipe (batch 64, Adadelta lr 1.0, StepLR 0.7) on the

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Make a real-data MNIST train/test split from the 10,000-image test set.
 
 Offline there is only the original MNIST test set ("t10k"). This command splits it into a train

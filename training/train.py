@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Train the pytorch/examples MNIST CNN: the example's model and recipe, production-grade around it.
 
 Run from a clone (`python training/train.py`) or in a container whose working dir holds this file
@@ -7,6 +6,7 @@ Run from a clone (`python training/train.py`) or in a container whose working di
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -42,7 +42,7 @@ def positive_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if math.isnan(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 

@@ -36,7 +36,7 @@ def list_checkpoints(folder: Path) -> list:
         match = NAME_RE.match(path.name)
         if match:
             found.append(((int(match.group(1)), int(match.group(2))), path))
-    return [path for _, path in sorted(found)]
+    return [item[1] for item in sorted(found)]
 
 
 def rng_state() -> dict:

@@ -19,7 +19,7 @@ def test_two_cpu_processes(mnist_data, tmp_path):
            "--log-interval", "2"]
     env = trainer_env()
     env["OMP_NUM_THREADS"] = "1"  # two processes on a small machine
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     # only rank 0 prints and writes: one PROGRESS line per epoch, one set of files

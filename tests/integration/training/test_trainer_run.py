@@ -49,7 +49,7 @@ def test_outputs_are_written(full_run):
 
 
 def test_progress_lines_one_per_epoch(full_run):
-    proc, _ = full_run
+    proc = full_run[0]
     rows = progress_rows(proc.stdout)
     assert len(rows) == 1
     assert PROGRESS_KEYS <= set(rows[0])

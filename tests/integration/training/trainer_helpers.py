@@ -29,7 +29,7 @@ def trainer_env() -> dict:
 def run_train(data_dir, *args, timeout=300):
     """Run train.py on data_dir (offline); returns the CompletedProcess."""
     cmd = [sys.executable, str(TRAIN_PY), "--data-dir", str(data_dir), "--no-download", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=trainer_env())
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=trainer_env(), check=False)
 
 
 def progress_rows(stdout: str) -> list:

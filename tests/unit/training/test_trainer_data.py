@@ -13,13 +13,13 @@ from mnist_trainer.errors import BadInput
 
 @pytest.fixture
 def raw_copy(mnist_split, tmp_path):
-    root, _ = mnist_split
+    root = mnist_split[0]
     shutil.copytree(root, tmp_path / "root")
     return tmp_path / "root", tmp_path / "root" / "MNIST" / "raw"
 
 
 def test_check_idx_counts(mnist_split):
-    root, _ = mnist_split
+    root = mnist_split[0]
     raw = data.raw_folder(root)
     assert data.check_idx(raw / "train-images-idx3-ubyte", 0x803, (28, 28)) == 8000
     assert data.check_idx(raw / "t10k-labels-idx1-ubyte", 0x801, ()) == 2000
@@ -55,7 +55,7 @@ def test_missing_without_download(tmp_path):
 
 
 def test_load_split_and_limit(mnist_split):
-    root, _ = mnist_split
+    root = mnist_split[0]
     images, labels = data.load_split(root, train=True, download=False)
     assert images.dtype == torch.uint8 and tuple(images.shape) == (8000, 28, 28)
     few_images, few_labels = data.load_split(root, train=True, download=False, limit=100)
@@ -63,7 +63,7 @@ def test_load_split_and_limit(mnist_split):
 
 
 def test_normalized_once_equals_the_examples_transform(mnist_split):
-    root, _ = mnist_split
+    root = mnist_split[0]
     images, labels = data.load_split(root, train=False, download=False)
     x, y = data.to_tensors(images, labels, torch.device("cpu"))
     reference = datasets.MNIST(str(root), train=False, download=False, transform=transforms.Compose([

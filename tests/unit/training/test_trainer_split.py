@@ -31,7 +31,7 @@ def test_layout_and_counts(mnist_split):
 
 
 def test_split_is_the_source_in_order(mnist_split):
-    root, _ = mnist_split
+    root = mnist_split[0]
     source = gzip.decompress((make_mnist_split.DEFAULT_SOURCE / "t10k-images-idx3-ubyte.gz").read_bytes())
     raw = root / "MNIST" / "raw"
     joined = (raw / "train-images-idx3-ubyte").read_bytes()[16:] + (raw / "t10k-images-idx3-ubyte").read_bytes()[16:]
@@ -47,7 +47,7 @@ def test_source_md5s_match_the_readme():
 
 
 def test_torchvision_reads_both_splits(mnist_split):
-    root, _ = mnist_split
+    root = mnist_split[0]
     train = datasets.MNIST(str(root), train=True, download=False)
     test = datasets.MNIST(str(root), train=False, download=False)
     assert tuple(train.data.shape) == (8000, 28, 28) and tuple(test.data.shape) == (2000, 28, 28)
@@ -56,7 +56,7 @@ def test_torchvision_reads_both_splits(mnist_split):
 
 
 def test_second_run_changes_nothing(mnist_split):
-    root, _ = mnist_split
+    root = mnist_split[0]
     raw = root / "MNIST" / "raw"
     before = {p.name: p.stat().st_mtime_ns for p in raw.iterdir()}
     again = make_mnist_split.make_split(make_mnist_split.DEFAULT_SOURCE, root, 8000)
