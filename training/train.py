@@ -271,6 +271,7 @@ def train(args, stop) -> int:
             if stop.received is not None:
                 say(f"received {stop.received}: saved {path} at epoch {epoch}, batch {step}; "
                     f"exiting {EXIT_PREEMPTED}, run again to resume")
+                world.close()
                 return EXIT_PREEMPTED
             reason = "max_minutes"
             break
@@ -302,6 +303,7 @@ def train(args, stop) -> int:
             world.barrier()
             say(f"received {stop.received}: checkpoint saved after epoch {epoch - 1}; "
                 f"exiting {EXIT_PREEMPTED}, run again to resume")
+            world.close()
             return EXIT_PREEMPTED
 
     if world.is_main:
