@@ -168,10 +168,13 @@ def prune() -> list[str]:
     listed = subprocess.run([DOCKER, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
                             check=True, capture_output=True, text=True).stdout.split()
     stale = [ref for ref in listed if ref.startswith(f"{REPO}-") and ref not in current]
+    removed = []
     for ref in stale:
         # Fails (and is left alone) while a container still uses it.
-        subprocess.run([DOCKER, "image", "rm", ref], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return stale
+        if subprocess.run([DOCKER, "image", "rm", ref], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0:
+            removed.append(ref)
+    return removed
 
 
 def main(argv: list[str]) -> int:

@@ -19,7 +19,12 @@ RUN apt-get update \
  && systemctl mask getty.target console-getty.service systemd-udevd.service systemd-udev-trigger.service \
       systemd-firstboot.service systemd-remount-fs.service sys-kernel-config.mount sys-kernel-debug.mount \
       sys-kernel-tracing.mount dev-hugepages.mount systemd-logind.service \
- && rm -f /etc/machine-id && touch /etc/machine-id
+ && rm -f /etc/machine-id && touch /etc/machine-id \
+ # Safety net: this "instance" shares the host's network namespace, and a Docker daemon started
+ # there with its default bridge and iptables rules would rewire the host. The docker role merges
+ # its settings over an existing daemon.json, so these hold even when a play forgets to pass them.
+ && mkdir -p /etc/docker \
+ && echo '{"bridge": "none", "iptables": false, "ip-masq": false, "ip-forward": false}' > /etc/docker/daemon.json
 ENV container=docker
 STOPSIGNAL SIGRTMIN+3
 CMD ["/sbin/init"]
