@@ -30,8 +30,8 @@ options:
   accelerator:
     description:
       - V(cpu) or V(gpu) (CUDA) image. Default from O(instance_type); one of the two is required.
+      - Every criterion given as an empty string counts as not given (handy for role defaults).
     type: str
-    choices: [cpu, gpu]
   instance_type:
     description:
       - EC2 instance type the image will run on. Decides V(cpu) or V(gpu) (NVIDIA GPU families) and
@@ -50,9 +50,8 @@ options:
     description:
       - The image repository. V(pytorch-training) are the classic Ubuntu images
         (C(2.6.0-gpu-py312-cu126-ubuntu22.04-ec2)), V(pytorch) the newer Amazon Linux 2023 ones
-        (C(2.13.0-cu133-amzn2023)). Default both.
+        (C(2.13.0-cu133-amzn2023)), V(pytorch-training-arm64) the Graviton GPU image. Default all of them.
     type: str
-    choices: [pytorch-training, pytorch, pytorch-training-arm64]
   region:
     description:
       - AWS region whose registry serves the image. Required for O(registry=private).
@@ -128,8 +127,8 @@ class LookupModule(LookupBase):
             if framework_version and str(terms[0]) != str(framework_version):
                 raise AnsibleLookupError("the term '%s' and framework_version '%s' disagree" % (terms[0], framework_version))
             framework_version = terms[0]
-        accelerator = self.get_option("accelerator")
-        instance_type = self.get_option("instance_type")
+        accelerator = self.get_option("accelerator") or None
+        instance_type = self.get_option("instance_type") or None
         if not accelerator and not instance_type:
             raise AnsibleLookupError("dlc_image needs accelerator (cpu or gpu) or instance_type")
         registry = self.get_option("registry")
@@ -138,10 +137,10 @@ class LookupModule(LookupBase):
                 framework_version=framework_version,
                 accelerator=accelerator,
                 instance_type=instance_type,
-                python_version=self.get_option("python_version"),
-                cuda_version=self.get_option("cuda_version"),
-                os_name=self.get_option("os"),
-                repository=self.get_option("repository"),
+                python_version=self.get_option("python_version") or None,
+                cuda_version=self.get_option("cuda_version") or None,
+                os_name=self.get_option("os") or None,
+                repository=self.get_option("repository") or None,
                 region=self.get_option("region") if registry == "private" else None,
                 registry=registry,
             )
