@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+# torch first: imported after ansible.module_utils.basic, torch 2.14 fails at import
+# ("substitute_in_graph expects a function"), and one pytest process holds both.
+try:
+    import torch  # noqa: F401  pylint: disable=unused-import
+except ImportError:
+    pass
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "standin"))
 

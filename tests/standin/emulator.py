@@ -61,8 +61,9 @@ def _request(path: str, method: str = "GET", timeout: float = 2.0) -> bytes:
 
 
 def is_up() -> bool:
+    # The dashboard page is small; data.json grows to megabytes once IAM's managed policies load.
     try:
-        _request("/moto-api/data.json")
+        _request("/moto-api/")
         return True
     except (urllib.error.URLError, OSError):
         return False
@@ -85,12 +86,13 @@ def start(timeout: float = 60.0) -> None:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, start_new_session=True,
         )
-    PID_FILE.write_text(str(proc.pid))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"moto_server exited with {proc.returncode}; see {LOG_FILE}")
         if is_up():
+            # Only a server that answers owns the pid file (a loser of a start race exits above).
+            PID_FILE.write_text(str(proc.pid))
             return
         time.sleep(0.2)
     raise SystemExit(f"moto_server did not answer on {URL} within {timeout:.0f}s; see {LOG_FILE}")
