@@ -63,4 +63,4 @@ def refusing_registry(tmp_path):
 
 def test_registry_refuses_login(aws, standin, tmp_path, refusing_registry):
     result = run_site(standin, "fail-login", tmp_path, train_image=f"{refusing_registry}/pytorch-training:2.4.0-cpu-py311-ubuntu22.04-ec2")
-    _assert_failed_and_stopped(result, "fail-login", "Log Docker in to the image's ECR registry")
+    _assert_failed_and_stopped(result, "fail-login", "rejected the ECR credential", "401 Unauthorized")
