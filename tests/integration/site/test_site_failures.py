@@ -64,3 +64,12 @@ def refusing_registry(tmp_path):
 def test_registry_refuses_login(aws, standin, tmp_path, refusing_registry):
     result = run_site(standin, "fail-login", tmp_path, train_image=f"{refusing_registry}/pytorch-training:2.4.0-cpu-py311-ubuntu22.04-ec2")
     _assert_failed_and_stopped(result, "fail-login", "rejected the ECR credential", "401 Unauthorized")
+
+
+def test_instance_unreachable(aws, standin, tmp_path):
+    # An unreachable host would end a playbook before its teardown play: site.yml keeps it in the
+    # play (ignore_unreachable) and requires proof that training finished.
+    gone = {"ansible_connection": "community.docker.docker", "ansible_host": "ct-standin-no-such-instance",
+            "ansible_user": "ec2-user"}
+    result = run_site(standin, "fail-unreachable", tmp_path, provision_host_vars=gone)
+    _assert_failed_and_stopped(result, "fail-unreachable", "ct-standin-no-such-instance")
