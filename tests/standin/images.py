@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Builds the stand-in's images from Debian, without Docker Hub, cached by content.
 
     python tests/standin/images.py build [base|training|instance ...]   # prints name=image
@@ -86,7 +85,7 @@ def tags() -> dict[str, str]:
 
 def exists(image: str) -> bool:
     return subprocess.run([DOCKER, "image", "inspect", image], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL).returncode == 0
+                          stderr=subprocess.DEVNULL, check=False).returncode == 0
 
 
 def _log(msg: str) -> None:
@@ -172,7 +171,7 @@ def prune() -> list[str]:
     for ref in stale:
         # Fails (and is left alone) while a container still uses it.
         if subprocess.run([DOCKER, "image", "rm", ref], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL).returncode == 0:
+                          stderr=subprocess.DEVNULL, check=False).returncode == 0:
             removed.append(ref)
     return removed
 

@@ -27,7 +27,6 @@ import argparse
 import base64
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import sys
@@ -296,7 +295,7 @@ def cmd_status(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 1)[1])
     sub = parser.add_subparsers(dest="cmd", required=True)
