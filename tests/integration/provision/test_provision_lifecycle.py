@@ -63,8 +63,13 @@ def test_spot_s3_imported_key_lifecycle(emulator_env, clients, tmp_path):
         rc, out = run_playbook(emulator_env, "provision.yml", json.dumps(rerun))
         assert rc == 0 and _changed(out) == 0, out
         assert out.count("ok: [localhost -> i-") == 2, out
+        # Check mode: only the imported key pair reports a change. amazon.aws.ec2_key cannot compare an
+        # imported key's fingerprint without importing it, which check mode does not do.
         rc, out = run_playbook(emulator_env, "provision.yml", inputs, check=True)
-        assert rc == 0 and _changed(out) == 0, out
+        assert rc == 0 and _changed(out) == 1, out
+        changed_tasks = re.findall(r"TASK \[([^\]]+)\][^\n]*\nchanged:", out)
+        assert changed_tasks == ["cloudtrain.ec2.provision : Key pair (AWS-generated, private key written 0600 "
+                                 "on the controller, or the imported public key)"], out
     finally:
         rc, out = run_playbook(emulator_env, "teardown.yml", f"run_name={RUN}", "action=terminate", "delete_resources=true")
     assert rc == 0, out
