@@ -68,9 +68,10 @@ def check_region(session, region: Optional[str]) -> Optional[Dict[str, str]]:
 
 
 def partition_for_region(session, region: str) -> str:
+    # Older botocore has no get_partition_for_region: fall back on the region's prefix.
     try:
         return session.get_partition_for_region(region)
-    except Exception:  # pylint: disable=broad-except  (older botocore: fall back on the prefix)
+    except Exception:  # pylint: disable=broad-except
         return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
 
 
