@@ -26,3 +26,6 @@ def standin(aws_emulator):
                    check=True)
     state = Path(os.environ.get("CLOUDTRAIN_STANDIN_STATE", REPO / ".cache" / "standin"))
     yield state / f"vars-{INSTANCE}.yml"
+    # The instance container is theirs alone: it goes (images and the registry stay cached).
+    subprocess.run([str(BIN / "python"), str(STANDIN / "standin.py"), "down", "--only", "instance",
+                    "--instance-name", INSTANCE], check=False)
