@@ -34,9 +34,12 @@ from _flops import training_flops_per_sample  # noqa: E402
 REFERENCE_EPOCHS_FOR_TARGET = 3
 
 
+THREADS_ENV = {}  # OMP_NUM_THREADS for both programs when --threads is given
+
+
 def run(cmd) -> str:
     """stdout of cmd; on failure, stop with its stderr (the benchmark's numbers would be meaningless)."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, **THREADS_ENV})
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     return proc.stdout
@@ -91,8 +94,13 @@ def main() -> int:
     parser.add_argument("--peak-gflops", type=float, default=300.0,
                         help="float32 peak of this machine for the threads used, GFLOP/s "
                              "(default: 300, the 2-core CPU this was written on; set it for a GPU)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="OMP_NUM_THREADS for both programs (default: 0, torch's default of one per core; "
+                             "1 is faster when other work shares the cores)")
     parser.add_argument("--source", type=Path, default=make_mnist_split.DEFAULT_SOURCE)
     args = parser.parse_args()
+    if args.threads > 0:
+        THREADS_ENV["OMP_NUM_THREADS"] = str(args.threads)
     if args.epochs < REFERENCE_EPOCHS_FOR_TARGET:
         parser.error(f"--epochs must be at least {REFERENCE_EPOCHS_FOR_TARGET}")
 
