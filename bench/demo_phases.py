@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Time the local demo phase by phase and print the orchestration overhead.
 
     .venv/bin/python bench/demo_phases.py [--epochs N] [--limit-train N]
@@ -35,7 +34,7 @@ import emulator  # noqa: E402  (tests/standin is plumbing, not a package)
 
 def timed(cmd: list[str], env: dict | None = None, quiet: bool = True) -> tuple[float, subprocess.CompletedProcess]:
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=quiet)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=quiet, check=False)
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
         sys.stderr.write((proc.stdout or "") + (proc.stderr or ""))
@@ -44,7 +43,7 @@ def timed(cmd: list[str], env: dict | None = None, quiet: bool = True) -> tuple[
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--epochs", type=int, default=2, help="epochs (default 2, as the demo)")
     parser.add_argument("--limit-train", type=int, default=0, help="train on the first N images only (0: all 8,000)")
     parser.add_argument("--run-name", default="bench-demo")
@@ -55,14 +54,14 @@ def main() -> int:
     python = str(BIN / "python")
 
     rows: list[tuple[str, float]] = []
-    t, _ = timed([python, "training/make_mnist_split.py", "--source", str(REPO.parent / "shared" / "data" / "mnist"),
-                  "--dest", str(data)])
+    t, _output = timed([python, "training/make_mnist_split.py", "--source", str(REPO.parent / "shared" / "data" / "mnist"),
+                        "--dest", str(data)])
     rows.append(("data split", t))
     # STANDIN_INSTANCE: another instance container than the default one, as for tests/standin/demo.sh.
     instance = os.environ.get("STANDIN_INSTANCE", "")
     up = [python, "tests/standin/standin.py", "up"] + (["--instance-name", instance] if instance else [])
     timed(up, quiet=False)  # warm-up: builds images on a cold cache
-    t, _ = timed(up)
+    t, _output = timed(up)
     rows.append(("stand-in up (images cached)", t))
 
     with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
@@ -91,7 +90,7 @@ def main() -> int:
             rows.append((f"site.yml: {phase}", float(phases[phase])))
     rows.append(("site.yml: whole playbook (ansible-playbook wall time)", playbook_s))
 
-    width = max(len(name) for name, _ in rows)
+    width = max(len(row[0]) for row in rows)
     print(f"demo phases ({args.epochs} epochs, {'all 8000' if not args.limit_train else args.limit_train} train images, "
           f"instance {instance['type']} -> {summary['instance_states']})")
     for name, seconds in rows:

@@ -95,7 +95,7 @@ class ActionModule(ActionBase):
         self._supports_check_mode = True
         result = super().run(tmp, task_vars)
         del tmp
-        _, args = self.validate_argument_spec(argument_spec=self._ARGSPEC)
+        args = self.validate_argument_spec(argument_spec=self._ARGSPEC)[1]
         follower = _Follower(self, args, (task_vars or {}).get("inventory_hostname", "target"))
         result.update(follower.follow(check_mode=self._task.check_mode))
         return result
@@ -129,7 +129,7 @@ class _Follower:
             if "No such" in out + res.get("stderr", "") or res.get("rc") == 3:
                 return None, []
             raise RuntimeError("docker on the target failed: %s" % (res.get("stderr") or out).strip())
-        state_text, _, logs = out.partition(_MARK)
+        state_text, _mark, logs = out.partition(_MARK)
         return json.loads(state_text.strip()), logs.splitlines()
 
     def _new_lines(self, lines: list[str]) -> list[str]:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The whole local stand-in for AWS, started, reused or stopped with one command.
 
     python tests/standin/standin.py up     [--only emulator,registry,instance] [--fresh]

@@ -15,7 +15,7 @@ def run_playbook(env, playbook, *extra, check=False):
         cmd.append("--check")
     for item in extra:
         cmd += ["-e", item]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     return proc.returncode, proc.stdout + proc.stderr
 
 
