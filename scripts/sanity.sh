@@ -14,7 +14,7 @@ bundle=$("$venv/bin/python" -c 'import ansible_collections, os; print(os.path.di
 # ansible-test seeds its venvs with get-pip.py from the internet; the offline equivalent:
 pip_version=$("$venv/bin/python" -c 'import re, ansible_test, pathlib; p = pathlib.Path(ansible_test.__file__).parent / "_internal/python_requirements.py"; print(re.search(r"pip=.([0-9.]+).", p.read_text()).group(1))')
 mkdir -p ~/.ansible/test/cache
-install -m 0644 "$repo/scripts/get_pip_offline.py" ~/.ansible/test/cache/get_pip_${pip_version//./_}.py
+install -m 0644 "$repo/scripts/get_pip_offline.py" ~/.ansible/test/cache/get_pip_"${pip_version//./_}".py
 
 rm -rf "$dest"
 mkdir -p "$dest" "$work/ansible_collections/amazon" "$work/ansible_collections/community"
