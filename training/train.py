@@ -15,6 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # find mnist_trainer/ from any cwd
 
+if __name__ == "__main__":
+    from mnist_trainer.malloc_tunables import reexec_with_malloc_tunables  # noqa: E402
+    reexec_with_malloc_tunables()  # before torch is imported: glibc reads its tunables at start-up
+
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 from torch.optim.lr_scheduler import StepLR  # noqa: E402
@@ -161,10 +165,12 @@ def run(args) -> int:
 
 def train(args, stop) -> int:
     started = time.monotonic()
+    tuning = {"flush_denormals": runtime.flush_denormals()}  # first: torch's worker threads inherit it
     world = runtime.Distributed()
     say = log if world.is_main else (lambda _message: None)  # one copy of each line, from rank 0
     runtime.set_threads(args.threads)
-    runtime.keep_freed_memory()
+    tuning["keep_freed_memory"] = runtime.keep_freed_memory()
+    tuning["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES")
     device = runtime.pick_device(args.device, world.local_rank)
     # Every rank checks its input before joining the process group, so a bad input ends them all.
     ensure_writable(args.output_dir, "--output-dir")
@@ -313,7 +319,8 @@ def train(args, stop) -> int:
         if reason == "max_minutes" or not history:  # the model changed after the last evaluation
             final_loss, final_accuracy = evaluate(net, test_x, test_y, args.test_batch_size, device, amp)
         write_outputs(args, net, history, reason, final_loss, final_accuracy, device, amp, world,
-                      len(train_x), len(test_x), data_seconds, trained_seconds, time.monotonic() - started)
+                      len(train_x), len(test_x), data_seconds, trained_seconds, time.monotonic() - started,
+                      tuning)
     world.barrier()
     world.close()
     return EXIT_OK
@@ -333,7 +340,7 @@ def finished_reason(args, history, trained_seconds, next_epoch):
 
 
 def write_outputs(args, net, history, reason, final_loss, final_accuracy, device, amp, world,
-                  train_samples, test_samples, data_seconds, trained_seconds, wall_seconds) -> None:
+                  train_samples, test_samples, data_seconds, trained_seconds, wall_seconds, tuning) -> None:
     out = args.output_dir
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, out / ".model.pt.tmp")
     os.replace(out / ".model.pt.tmp", out / "model.pt")
@@ -362,6 +369,7 @@ def write_outputs(args, net, history, reason, final_loss, final_accuracy, device
         "data_seconds": round(data_seconds, 3),
         "total_seconds": round(trained_seconds, 3),
         "wall_seconds_this_run": round(wall_seconds, 3),
+        "cpu_tuning": tuning,
     }
     report.write_summary(out, summary)
     report.plot_curves(out, history)

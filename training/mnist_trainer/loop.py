@@ -7,6 +7,11 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .runtime import autocast, inference_mode
 
+# Images per forward when evaluating on the CPU. A 1,000-image batch (the example's test batch)
+# makes 37-74 MB activations: past glibc's largest mmap threshold (32 MB), each is mapped and
+# page-faulted anew, and none fits in cache. 200 at a time evaluates twice as fast, same results.
+CPU_EVAL_SLICE = 200
+
 
 def epoch_order(num_samples: int, epoch: int, seed: int, world_size: int, rank: int, device) -> torch.Tensor:
     """This rank's sample indices for an epoch: a seeded shuffle that depends only on (seed, epoch),
@@ -28,7 +33,10 @@ def train_step(model, optimizer, data, target, device, amp: bool) -> torch.Tenso
 
 
 def evaluate(model, images, labels, batch_size: int, device, amp: bool):
-    """(average NLL loss, accuracy) over the whole test set."""
+    """(average NLL loss, accuracy) over the whole test set, batch_size images at a time (at most
+    CPU_EVAL_SLICE on the CPU)."""
+    if device.type == "cpu":
+        batch_size = min(batch_size, CPU_EVAL_SLICE)
     model.eval()
     with inference_mode(), autocast(device, amp):
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import platform
 
 import pytest
 import torch
 from trainer_helpers import SMALL, progress_rows, run_train
 
+from mnist_trainer import malloc_tunables
 from mnist_trainer.model import Net
 
 PROGRESS_KEYS = {"epoch", "epochs", "train_loss", "test_loss", "accuracy", "samples_per_s", "seconds", "lr"}
@@ -28,6 +30,17 @@ def test_one_epoch_learns_real_digits(full_run):
     assert summary["epochs_completed"] == 1
     assert summary["stopped_reason"] == "epochs_completed"
     assert summary["train_samples"] == 8000 and summary["test_samples"] == 2000
+
+
+def test_cpu_tuning_is_applied_and_reported(full_run):
+    proc, out = full_run
+    assert proc.returncode == 0, proc.stderr
+    tuning = json.loads((out / "metrics.json").read_text())["cpu_tuning"]
+    if platform.libc_ver()[0] == "glibc":  # train.py re-executed itself with the tunables
+        assert tuning["glibc_tunables"] == malloc_tunables.TUNABLES
+        assert tuning["keep_freed_memory"] is True
+    if platform.machine() == "x86_64":  # FTZ/DAZ exist on every x86-64 CPU with SSE3
+        assert tuning["flush_denormals"] is True
 
 
 def test_outputs_are_written(full_run):

@@ -1,17 +1,23 @@
 """FastNet and the cache-sized Adadelta compute what Net and torch.optim.Adadelta compute."""
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import optim
 from torch.nn import functional as F
 
-from mnist_trainer import fast_adadelta, runtime
+from mnist_trainer import fast_adadelta, loop, malloc_tunables, runtime
 from mnist_trainer.fast_adadelta import Adadelta
 from mnist_trainer.fast_net import FastNet, keep_mask, relu_dropout
 from mnist_trainer.model import Net
+
+TRAINING = Path(__file__).resolve().parents[3] / "training"
 
 
 def twin_nets(memory_format=torch.contiguous_format):
@@ -127,3 +133,44 @@ def test_adadelta_defers_unusual_settings_to_torch():
 
 def test_keep_freed_memory_takes_effect_on_glibc():
     assert runtime.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_flush_denormals_zeroes_denormal_arithmetic():
+    try:
+        if not runtime.flush_denormals():
+            pytest.skip("this CPU has no flush-to-zero")
+        assert torch.tensor([1e-39]).mul(1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+    assert torch.tensor([1e-39]).mul(1.0).item() != 0.0
+
+
+def test_cpu_evaluation_slices_change_nothing(monkeypatch):
+    fast = twin_nets(torch.channels_last)[1]
+    images, labels = batch(n=450, memory_format=torch.channels_last)
+    cpu = torch.device("cpu")
+    sliced = loop.evaluate(fast, images, labels, 1000, cpu, amp=False)
+    monkeypatch.setattr(loop, "CPU_EVAL_SLICE", 10_000)
+    whole = loop.evaluate(fast, images, labels, 1000, cpu, amp=False)
+    assert sliced[1] == whole[1]
+    assert sliced[0] == pytest.approx(whole[0], rel=1e-5)
+
+
+SHOW_TUNABLES = ("import os, sys; sys.path.insert(0, sys.argv[1]); "
+                 "from mnist_trainer.malloc_tunables import reexec_with_malloc_tunables as r; "
+                 "r(); print(os.environ.get('GLIBC_TUNABLES'), sys.argv[2])")
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_reexec_sets_tunables_and_keeps_the_arguments():
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    proc = subprocess.run([sys.executable, "-c", SHOW_TUNABLES, str(TRAINING), "arg-kept"],
+                          capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert proc.stdout.split() == [malloc_tunables.TUNABLES, "arg-kept"]
+
+
+def test_reexec_leaves_a_users_tunables_alone():
+    env = dict(os.environ, GLIBC_TUNABLES="glibc.malloc.arena_max=1")
+    proc = subprocess.run([sys.executable, "-c", SHOW_TUNABLES, str(TRAINING), "x"],
+                          capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert proc.stdout.split() == ["glibc.malloc.arena_max=1", "x"]
