@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 # Molecule scenarios under extensions/molecule/, in the order CI runs them.
 MOLECULE_SCENARIOS ?= provision docker train default
 
-.PHONY: demo test venv host lint sanity pytest molecule bench clean
+.PHONY: demo test venv host lint sanity pytest molecule bench stop clean
 
 # Extra ansible-playbook arguments: make demo ARGS="-e epochs=3 -v"
 demo: venv host
@@ -49,7 +49,11 @@ bench: venv host
 	$(BIN)/python bench/provision_speed.py
 	$(BIN)/python bench/demo_phases.py
 
-clean:
+# Stop what the demo and the tests left running (stand-in registries and instances, the AWS
+# emulator); the built images and caches stay for the next run.
+stop:
 	-$(BIN)/python tests/standin/standin.py down
 	-$(BIN)/python tests/standin/emulator.py stop
+
+clean: stop
 	rm -rf .cache artifacts
