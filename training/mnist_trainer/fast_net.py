@@ -58,6 +58,8 @@ def relu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """F.dropout(F.relu(x), p, training): ReLU, then a multiply by the scaled keep mask."""
     if not training or p == 0:
         return F.relu(x)
+    if p >= 1:  # as F.dropout: everything dropped, the graph kept
+        return F.relu(x) * 0.0
     with torch.no_grad():
         if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
             # draw the mask in memory order, then view it with x's (N, C, H, W) strides

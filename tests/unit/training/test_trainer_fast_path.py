@@ -87,6 +87,7 @@ def test_relu_dropout_is_inverted_dropout_after_relu():
     share = kept.sum().item() / (x > 0).sum().item()
     assert abs(share - 0.75) < 0.01
     assert torch.equal(relu_dropout(x, 0.25, training=False), F.relu(x))
+    assert not relu_dropout(x, 1.0, training=True).any()
 
 
 def run_optimizer(factory, steps=3):
