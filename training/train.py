@@ -24,7 +24,7 @@ import torchvision  # noqa: E402
 from torch.optim.lr_scheduler import StepLR  # noqa: E402
 
 from mnist_trainer import checkpoint as ckpt  # noqa: E402
-from mnist_trainer import data, report, runtime  # noqa: E402
+from mnist_trainer import data, native, report, runtime  # noqa: E402
 from mnist_trainer.errors import (EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_FAILURE, EXIT_OK,  # noqa: E402
                                   EXIT_PREEMPTED, BadInput)
 from mnist_trainer.loop import epoch_order, evaluate, train_step  # noqa: E402
@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: the GPU if there is one (default: auto)")
     p.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
                    help="bfloat16 autocast; auto: on where the GPU/CPU computes bf16 natively (default: auto)")
+    p.add_argument("--fused-kernels", choices=("auto", "off"), default="auto",
+                   help="auto: on the CPU, compile mnist_trainer/kernels.c with the C compiler (cc) and use "
+                        "its one-pass Adadelta step and max-pool/ReLU/dropout; torch's operations where there "
+                        "is no compiler. off: torch's operations (default: auto)")
     p.add_argument("--threads", type=non_negative_int, default=0, metavar="N",
                    help="CPU threads for torch; 0: torch's default, one per core (default: 0)")
     p.add_argument("--target-accuracy", type=float, default=None, metavar="A",
@@ -192,10 +196,18 @@ def train(args, stop) -> int:
     test_x, test_y = data.to_tensors(*test_raw, device)
     data_seconds = time.monotonic() - t0
 
+    t0 = time.monotonic()
+    kernels = None
+    if device.type == "cpu" and args.fused_kernels == "auto":
+        kernels, tuning["fused_kernels"] = native.load()
+    else:
+        tuning["fused_kernels"] = "off" if args.fused_kernels == "off" else f"not used on {device.type}"
+    tuning["fused_kernels_seconds"] = round(time.monotonic() - t0, 3)
+
     torch.manual_seed(args.seed)
     # the example's Net, evaluated faster (fast_net.py: same parameters, same function)
-    net = FastNet().to(device).to(memory_format=torch.channels_last)
-    optimizer = Adadelta(net.parameters(), lr=args.lr)
+    net = FastNet(kernels=kernels).to(device).to(memory_format=torch.channels_last)
+    optimizer = Adadelta(net.parameters(), lr=args.lr, kernels=kernels)
     scheduler = StepLR(optimizer, step_size=1, gamma=args.gamma)
     if world.enabled:
         torch.manual_seed(args.seed + world.rank)  # different dropout masks per rank
@@ -367,6 +379,7 @@ def write_outputs(args, net, history, reason, final_loss, final_accuracy, device
         "gamma": args.gamma,
         "seed": args.seed,
         "data_seconds": round(data_seconds, 3),
+        "setup_seconds": round(data_seconds + tuning["fused_kernels_seconds"], 3),
         "total_seconds": round(trained_seconds, 3),
         "wall_seconds_this_run": round(wall_seconds, 3),
         "cpu_tuning": tuning,

@@ -1,11 +1,15 @@
-"""torch.optim.Adadelta with a cache-sized CPU step: the same arithmetic, the same state_dict.
+"""torch.optim.Adadelta with a faster CPU step: the same arithmetic, the same state_dict.
 
 torch's step runs each of its ~11 element-wise passes over a whole parameter. fc1's weight (1.2 M
 floats, 4.7 MB, and as much again per state tensor) does not fit in a core's L2 cache, so every pass
-goes to memory. Running all passes over one 256 K-element slice before the next keeps the slice in
-cache; the step takes about half the time. Element-wise arithmetic in the same order gives the
-same bits as torch's own step (tested). Anything unusual (GPU tensors, weight decay, maximize,
-foreach/capturable/differentiable, complex parameters) goes to torch's own step.
+goes to memory. Two faster ways, the first that applies:
+- with compiled kernels (native.py), one pass per parameter: 4-5 times faster than torch's step.
+  The same formula and operation order; only torch's sqrt, which is not correctly rounded, can make
+  the last bit differ.
+- otherwise all passes over one 256 K-element slice before the next, which keeps the slice in cache:
+  about half of torch's time, and the same bits as torch's own step (tested).
+Anything unusual (GPU tensors, weight decay, maximize, foreach/capturable/differentiable, complex
+parameters) goes to torch's own step.
 """
 from __future__ import annotations
 
@@ -16,6 +20,11 @@ CHUNK = 256 * 1024  # elements per slice: four fp32 slices (param, grad, two sta
 
 
 class Adadelta(optim.Adadelta):
+    """kernels: a native.Kernels, or None for the sliced torch operations."""
+
+    def __init__(self, params, *args, kernels=None, **kwargs):
+        super().__init__(params, *args, **kwargs)
+        self.kernels = kernels
 
     def _plain(self) -> bool:
         for group in self.param_groups:
@@ -47,7 +56,11 @@ class Adadelta(optim.Adadelta):
                     state["square_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                     state["acc_delta"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                 state["step"] += 1
-                _update(param, param.grad, state["square_avg"], state["acc_delta"], rho, eps, lr)
+                tensors = (param, param.grad, state["square_avg"], state["acc_delta"])
+                if self.kernels is not None and self.kernels.adadelta_fits(*tensors):
+                    self.kernels.adadelta(*tensors, rho, eps, lr)
+                else:
+                    _update(*tensors, rho, eps, lr)
         return loss
 
 

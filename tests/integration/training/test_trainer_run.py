@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import platform
+from pathlib import Path
 
 import pytest
 import torch
 from trainer_helpers import SMALL, progress_rows, run_train
 
-from mnist_trainer import malloc_tunables
+from mnist_trainer import malloc_tunables, native
 from mnist_trainer.model import Net
 
 PROGRESS_KEYS = {"epoch", "epochs", "train_loss", "test_loss", "accuracy", "samples_per_s", "seconds", "lr"}
@@ -41,6 +42,20 @@ def test_cpu_tuning_is_applied_and_reported(full_run):
         assert tuning["keep_freed_memory"] is True
     if platform.machine() == "x86_64":  # FTZ/DAZ exist on every x86-64 CPU with SSE3
         assert tuning["flush_denormals"] is True
+    if native._compiler() is not None:  # the fused kernels were compiled and used
+        assert tuning["fused_kernels"].startswith(" ".join([Path(native._compiler()).name, *native.FLAGS]))
+        assert 0 < tuning["fused_kernels_seconds"] < 60
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["setup_seconds"] == pytest.approx(summary["data_seconds"] + tuning["fused_kernels_seconds"],
+                                                     abs=0.002)
+
+
+def test_fused_kernels_off_uses_torchs_operations(train, tmp_path):
+    proc = train("--output-dir", str(tmp_path), "--epochs", "1", "--fused-kernels", "off", *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["cpu_tuning"]["fused_kernels"] == "off"
+    assert summary["final_accuracy"] > 0.5  # 640 images, one epoch: learning, not chance
 
 
 def test_outputs_are_written(full_run):
