@@ -128,7 +128,8 @@ INLINE void pool_row(const void *x, void *y, uint8_t *code, const uint8_t *rando
             take = (v > best) | (v != v);
             best = take ? v : best;
             where = take ? 3 : where;
-            const int live = (best > 0.0f) & keep[t];
+            /* !(best <= 0): positive, or NaN, which passes ReLU as in torch (a diverged run shows) */
+            const int live = (!(best <= 0.0f)) & keep[t];
             code_row[t] = live ? (uint8_t)where : DEAD;
             out[t] = live ? best * scale : 0.0f;
         }

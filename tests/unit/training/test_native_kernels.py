@@ -51,6 +51,24 @@ def test_pool_relu_dropout_equals_the_torch_path_bit_for_bit(kernels, dtype, p, 
         assert abs(survivors - (1 - p)) < 0.02
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_nan_comes_through_as_in_torch(kernels, dtype):
+    source = torch.randn(2, 64, 24, 24, generator=torch.Generator().manual_seed(2))
+    source[1, 3, 4, 5] = float("nan")  # pooled element (1, 3, 2, 2): NaN wins max_pool2d and passes ReLU
+    grad = torch.randn(2, 9216, generator=torch.Generator().manual_seed(4)).to(dtype)
+    results = []
+    for fused in (False, True):
+        x = source.to(dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+        y = native_pool_relu_dropout(kernels, x, 0.25, False) if fused else torch_pool_relu_dropout(x, 0.25, False)
+        y.backward(grad)
+        results.append((y.detach(), x.grad))
+    (y_torch, grad_torch), (y_fused, grad_fused) = results
+    assert y_fused.view(2, 64, 12, 12)[1, 3, 2, 2].isnan()
+    assert torch.equal(y_fused.isnan(), y_torch.isnan()) and y_fused.isnan().sum() == 1
+    assert torch.equal(y_fused.nan_to_num(), y_torch.nan_to_num())
+    assert torch.equal(grad_fused, grad_torch)  # the gradient goes to the NaN's place
+
+
 def test_pool_relu_dropout_declines_what_it_does_not_cover(kernels):
     odd = torch.randn(2, 4, 5, 6).contiguous(memory_format=torch.channels_last)
     assert native_pool_relu_dropout(kernels, odd, 0.25, True) is None
