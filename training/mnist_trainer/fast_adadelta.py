@@ -26,6 +26,15 @@ class Adadelta(optim.Adadelta):
         super().__init__(params, *args, **kwargs)
         self.kernels = kernels
 
+    def __getstate__(self):  # torch's keeps only defaults, state and param_groups
+        return {**super().__getstate__(), "kernels": self.kernels}
+
+    def __setstate__(self, state):
+        state = dict(state)
+        kernels = state.pop("kernels", None)
+        super().__setstate__(state)
+        self.kernels = kernels
+
     def _plain(self) -> bool:
         for group in self.param_groups:
             if group.get("weight_decay", 0) or group.get("maximize", False) or group.get("foreach") \

@@ -50,7 +50,16 @@ def _compiler() -> str | None:
 
 
 class Kernels:
-    """The compiled kernels, with torch tensors in and out."""
+    """The compiled kernels, with torch tensors in and out.
+
+    Stateless and shared by the whole process: a copy is the same object, and unpickling (a pickled
+    FastNet or optimizer) loads them in the new process, or gives None where they cannot be built."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return _loaded, ()
 
     def __init__(self, lib: ctypes.CDLL, description: str):
         self.description = description
@@ -194,3 +203,7 @@ def load() -> tuple[Kernels | None, str]:
     if "result" not in _CACHE:
         _CACHE["result"] = compile_kernels()
     return _CACHE["result"]
+
+
+def _loaded() -> Kernels | None:
+    return load()[0]

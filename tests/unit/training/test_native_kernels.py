@@ -1,6 +1,8 @@
 """kernels.c: compiled here, it computes what the torch path computes; without a compiler, torch's path runs."""
 from __future__ import annotations
 
+import copy
+import pickle
 import shutil
 
 import pytest
@@ -187,6 +189,14 @@ def test_load_compiles_once_per_process(monkeypatch):
     first = native.load()
     monkeypatch.setattr(native, "compile_kernels", lambda: pytest.fail("compiled again"))
     assert native.load() is first
+
+
+def test_models_and_optimizers_with_kernels_copy_and_pickle(kernels):
+    net = FastNet(kernels=kernels)
+    optimizer = Adadelta(net.parameters(), lr=1.0, kernels=kernels)
+    assert copy.deepcopy(net).kernels is kernels
+    assert copy.deepcopy(optimizer).kernels is kernels
+    assert pickle.loads(pickle.dumps(net)).kernels is kernels  # same process: the loaded ones
 
 
 def test_compiler_is_found_on_path_or_from_cc(monkeypatch):
