@@ -29,9 +29,9 @@ class Adadelta(optim.Adadelta):
     def __getstate__(self):  # torch's keeps only defaults, state and param_groups
         return {**super().__getstate__(), "kernels": self.kernels}
 
-    def __setstate__(self, state):
+    def __setstate__(self, state):  # also what torch's load_state_dict calls, without "kernels"
         state = dict(state)
-        kernels = state.pop("kernels", None)
+        kernels = state.pop("kernels", getattr(self, "kernels", None))
         super().__setstate__(state)
         self.kernels = kernels
 

@@ -199,6 +199,13 @@ def test_models_and_optimizers_with_kernels_copy_and_pickle(kernels):
     assert pickle.loads(pickle.dumps(net)).kernels is kernels  # same process: the loaded ones
 
 
+def test_loading_an_optimizer_state_keeps_the_kernels(kernels):
+    params, ours = optimizer_run(lambda p: Adadelta(p, lr=1.0, kernels=kernels))
+    fresh = Adadelta(params, lr=1.0, kernels=kernels)
+    fresh.load_state_dict(ours.state_dict())  # torch's load_state_dict goes through __setstate__
+    assert fresh.kernels is kernels
+
+
 def test_compiler_is_found_on_path_or_from_cc(monkeypatch):
     monkeypatch.delenv("CC", raising=False)
     assert native._compiler() == next(filter(None, map(shutil.which, ("cc", "gcc", "clang"))), None)
