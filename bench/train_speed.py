@@ -54,23 +54,23 @@ def run(cmd, env: dict) -> str:
     return proc.stdout
 
 
-def run_reference(args, data_dir: Path, work: Path, seed: int) -> dict:
+def run_reference(args, data_dir: Path, env: dict, seed: int) -> dict:
     cmd = [sys.executable, str(REPO / "bench" / "_reference_mnist.py"), "--data-dir", str(data_dir),
            "--epochs", str(args.epochs), "--seed", str(seed)]
-    out = run(cmd, child_env(args, work))
+    out = run(cmd, env)
     rows = [json.loads(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("REFERENCE ")]
     setup, epochs = rows[0], rows[1:]
     return {"setup_seconds": setup["setup_seconds"], "epochs": epochs, "threads": setup["threads"],
             "device": setup["device"]}
 
 
-def run_trainer(args, data_dir: Path, work: Path, seed: int) -> dict:
+def run_trainer(args, data_dir: Path, work: Path, env: dict, seed: int) -> dict:
     out_dir = work / "trainer-out"
     cmd = [sys.executable, str(REPO / "training" / "train.py"), "--data-dir", str(data_dir),
            "--output-dir", str(out_dir), "--epochs", str(args.epochs), "--seed", str(seed),
            "--no-download", "--no-resume",
            "--log-interval", "1000000", "--amp", args.amp]
-    run(cmd, child_env(args, work))
+    run(cmd, env)
     summary = json.loads((out_dir / "metrics.json").read_text())
     epochs = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     return {"setup_seconds": summary["setup_seconds"], "epochs": epochs, "threads": summary["threads"],
@@ -121,14 +121,15 @@ def main() -> int:
         split = make_mnist_split.make_split(args.source, work / "data", args.train)
         print(f"data: real MNIST split, {split['train']} train / {split['test']} test images; "
               f"{args.rounds} rounds x {args.epochs} epochs each; cpus: {os.cpu_count()}", flush=True)
+        env = child_env(args, work)
         rounds = []
         for number in range(1, args.rounds + 1):
             order = ("reference", "trainer") if number % 2 else ("trainer", "reference")
             seed = args.seed + number - 1
             result = {}
             for name in order:
-                result[name] = (run_reference(args, work / "data", work, seed) if name == "reference"
-                                else run_trainer(args, work / "data", work, seed))
+                result[name] = (run_reference(args, work / "data", env, seed) if name == "reference"
+                                else run_trainer(args, work / "data", work, env, seed))
             ref, new = result["reference"], result["trainer"]
             target = ref["epochs"][REFERENCE_EPOCHS_FOR_TARGET - 1]["accuracy"]
             ref_time, ref_epoch = time_to(ref, target)

@@ -10,6 +10,7 @@ with the same results up to float rounding. --fused-kernels off chooses torch's 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -123,8 +124,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-trainer"
 
 
-def _cache_key(compiler: str, flags: list) -> str:
-    """Changes with the source, the compiler, the flags and (for -march=native) the CPU."""
+def _toolchain(compiler: str) -> bytes:
+    """What a cached library depends on besides its flags: the source, the compiler and (for
+    -march=native) the CPU. Read once per compile_kernels(), whatever the number of attempts."""
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30,
                                  check=False).stdout.partition("\n")[0]
@@ -135,15 +137,14 @@ def _cache_key(compiler: str, flags: list) -> str:
                     if line.startswith("flags")), "")
     except OSError:
         cpu = ""
-    digest = hashlib.sha256(SOURCE.read_bytes())
-    for part in (os.path.realpath(compiler), version, *flags, platform.machine(), cpu):
-        digest.update(b"\0" + part.encode())
-    return digest.hexdigest()[:24]
+    parts = (os.path.realpath(compiler), version, platform.machine(), cpu)
+    return SOURCE.read_bytes() + b"".join(b"\0" + part.encode() for part in parts)
 
 
-def _build(compiler: str, flags: list, folder: Path) -> tuple[ctypes.CDLL | None, str]:
+def _build(compiler: str, flags: list, toolchain: bytes, folder: Path) -> tuple[ctypes.CDLL | None, str]:
     """(the library, "cached" or "compiled"), or (None, the error), from or into folder."""
-    target = folder / f"kernels-{_cache_key(compiler, flags)}.so"
+    key = hashlib.sha256(toolchain + b"".join(b"\0" + flag.encode() for flag in flags)).hexdigest()[:24]
+    target = folder / f"kernels-{key}.so"
     if target.exists():
         try:
             return ctypes.CDLL(str(target)), "cached"
@@ -175,17 +176,17 @@ def compile_kernels() -> tuple[Kernels | None, str]:
     # pool; a second runtime would oversubscribe the cores, so anything else compiles serial.
     attempts = [FLAGS + ["-fopenmp"], FLAGS] if _openmp_runtime() == "libgomp" else [FLAGS]
     attempts += [[flag for flag in flags if flag != "-march=native"] for flags in list(attempts)]
-    error = ""
+    error, toolchain = "", _toolchain(compiler)
     with tempfile.TemporaryDirectory(prefix="mnist-kernels-") as scratch:
         folder = cache_dir()
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError:
-            folder = Path(scratch)
+            pass  # not creatable: the writability check below sends the build to scratch
         if not os.access(folder, os.W_OK):
             folder = Path(scratch)
         for flags in attempts:
-            lib, how = _build(compiler, flags, folder)  # a library stays mapped once its file is gone
+            lib, how = _build(compiler, flags, toolchain, folder)  # stays mapped once its file is gone
             if lib is None:
                 error = how
                 continue
@@ -195,14 +196,10 @@ def compile_kernels() -> tuple[Kernels | None, str]:
     return None, f"compiling {SOURCE.name} failed ({error[:200]}); using torch's operations"
 
 
-_CACHE: dict = {}
-
-
+@functools.cache
 def load() -> tuple[Kernels | None, str]:
     """compile_kernels(), once per process."""
-    if "result" not in _CACHE:
-        _CACHE["result"] = compile_kernels()
-    return _CACHE["result"]
+    return compile_kernels()
 
 
 def _loaded() -> Kernels | None:
