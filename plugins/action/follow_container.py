@@ -21,7 +21,7 @@ Options (all but ``name`` optional):
                  (changed only when its content changed)
   docker         the docker CLI on the target
 
-Returns: status, exit_code, oom_killed, started_at, finished_at, run_seconds (time the
+Returns: status, exit_code, exit_meaning (what the code means, where known), oom_killed, started_at, finished_at, run_seconds (time the
 container ran), progress (the parsed PROGRESS objects seen in this task), last_progress,
 log_tail, and failed with a message when the exit code is not 0 or the timeout passed.
 """
@@ -45,6 +45,24 @@ _MARK = "----cloudtrain-follow-logs----"
 _TS_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z (.*)$")
 # Connection errors tolerated in a row before giving up (an SSH drop, a restarting sshd).
 _MAX_CONNECTION_ERRORS = 5
+# Exit codes with a known meaning, said next to the number.
+EXIT_MEANINGS = {
+    75: "stopped after writing a checkpoint (SIGTERM); a re-run resumes",
+    126: "the command cannot be executed",
+    127: "the command was not found in the image",
+    130: "interrupted (SIGINT)",
+    134: "aborted (SIGABRT)",
+    137: "killed (SIGKILL): out of memory, or stopped by force",
+    139: "crashed (segmentation fault)",
+    143: "terminated (SIGTERM) without a checkpoint exit",
+}
+
+
+def exit_meaning(code: int | None, oom_killed: bool = False) -> str | None:
+    """What an exit code means, where it has a known meaning."""
+    if oom_killed:
+        return "killed: out of memory"
+    return EXIT_MEANINGS.get(code) if code else None
 
 
 def _ts_key(stamp: str, fraction: str | None) -> tuple[str, int]:
@@ -215,6 +233,7 @@ class _Follower:
             "started_at": state.get("StartedAt"),
             "finished_at": None if running else state.get("FinishedAt"),
             "run_seconds": round(finished - started, 3) if started and finished and not running else None,
+            "exit_meaning": None if running else exit_meaning(state.get("ExitCode"), bool(state.get("OOMKilled"))),
             "progress": self.progress,
             "last_progress": self.progress[-1] if self.progress else None,
             "log_tail": list(self._tail),
@@ -232,7 +251,7 @@ class _Follower:
         code = state.get("ExitCode")
         if code != 0:
             result["failed"] = True
-            reason = " (killed: out of memory)" if result["oom_killed"] else ""
+            reason = " (%s)" % result["exit_meaning"] if result["exit_meaning"] else ""
             result["msg"] = "training container %s exited with code %s%s; last log lines:\n%s" % (
                 self._args["name"], code, reason, "\n".join(self._tail) or "(no output)")
         return result

@@ -90,6 +90,13 @@ exit_code:
   returned: when the container exited
   type: int
   sample: 0
+exit_meaning:
+  description:
+    - What the exit code means, where it has a known one (75 checkpointed and stopped, 137 killed or out of
+      memory, 139 crashed, ...); null for 0 and for codes without one.
+  returned: when the container exited
+  type: str
+  sample: "killed (SIGKILL): out of memory, or stopped by force"
 oom_killed:
   description: Whether the kernel killed the container for lack of memory.
   returned: when the container exists

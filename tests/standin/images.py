@@ -6,7 +6,8 @@
 
 * base:     `debootstrap --variant=minbase bookworm` + the host's apt configuration (the mirror
             that works on this machine), no docs, no recommends; `docker import`ed.
-* training: base + Debian's python3-torch/torchvision/numpy/matplotlib (the DLC stand-in).
+* training: base + a venv with torch/torchvision from this machine's wheels, pip and git (the
+            DLC stand-in; recipe images/training.sh, run in a container and committed).
 * instance: base + systemd, python3, sudo and the `ec2-user` login user (the EC2 stand-in).
 
 Each tag is a hash of everything that goes into the image (recipe files, the host apt files
@@ -32,6 +33,14 @@ REPO = "ct-standin"  # image names: ct-standin-base, ct-standin-training, ct-sta
 # Bump when _build_base changes what it produces (the base tag hashes this, not the code).
 BASE_RECIPE = "debootstrap-minbase-v1"
 DOCKER = os.environ.get("DOCKER", "docker")
+# The framework of the training image: what `pip install` takes from this machine's disk.
+TORCH_VERSION = "2.14.1"
+TORCHVISION_VERSION = "0.29.1"
+# The host's pip set-up (local wheel folders and indexes, certificates) that the training
+# image's install uses, mounted read-only into the build container.
+PIP_MOUNTS = [Path("/opt/wheels"), Path("/opt/pypi"), Path("/opt/pypi-more")]
+PIP_ENV_KEYS = ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_DEFAULT_TIMEOUT")
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Host apt files that make the package mirror work on this machine; copied into every image.
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 APT_EXTRA = [Path("/etc/apt/sources.list"), Path("/etc/apt/apt.conf.d/99artifact-registry")]
@@ -77,9 +86,11 @@ def tags() -> dict[str, str]:
     base_inputs += [k.encode() + b"\0" + v for k, v in sorted(apt.items())]
     base = f"{REPO}-base:{_digest(*base_inputs)}"
     out = {"base": base}
-    for name in ("training", "instance"):
-        recipe = (RECIPES / f"{name}.Dockerfile").read_bytes()
-        out[name] = f"{REPO}-{name}:{_digest(base.encode(), recipe)}"
+    recipe = (RECIPES / "instance.Dockerfile").read_bytes()
+    out["instance"] = f"{REPO}-instance:{_digest(base.encode(), recipe)}"
+    training = [base.encode(), (RECIPES / "training.sh").read_bytes(),
+                TORCH_VERSION.encode(), TORCHVISION_VERSION.encode()]
+    out["training"] = f"{REPO}-training:{_digest(*training)}"
     return out
 
 
@@ -140,6 +151,51 @@ def _build_derived(name: str, image: str, base: str) -> None:
                    input=dockerfile.encode(), check=True, stdout=subprocess.DEVNULL)
 
 
+def _pip_settings() -> tuple[list[str], dict[str, str]]:
+    """Mounts and environment that give the build container the host's pip sources."""
+    mounts = [f"{path}:{path}:ro" for path in PIP_MOUNTS if path.is_dir()]
+    env = {key: os.environ[key] for key in PIP_ENV_KEYS if os.environ.get(key)}
+    config = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
+                            text=True, check=False).stdout
+    for line in config.splitlines():
+        key, _, value = line.partition("=")
+        option = key.rpartition(".")[2].replace("-", "_").upper()
+        if key.startswith("global.") and option in ("FIND_LINKS", "EXTRA_INDEX_URL", "INDEX_URL"):
+            env.setdefault(f"PIP_{option}", value.strip().strip("'\""))
+    if HOST_CA_BUNDLE.is_file():
+        mounts.append(f"{HOST_CA_BUNDLE}:/etc/cloudtrain-host-ca.crt:ro")
+        env["PIP_CERT"] = "/etc/cloudtrain-host-ca.crt"
+    return mounts, env
+
+
+def _build_training(image: str, base: str) -> None:
+    """Run images/training.sh in a container of the base image, then commit it as the image.
+
+    A container rather than `docker build`: the wheels are mounted, not copied into a layer.
+    """
+    mounts, env = _pip_settings()
+    env.update(TORCH_VERSION=TORCH_VERSION, TORCHVISION_VERSION=TORCHVISION_VERSION)
+    name = f"{REPO}-training-build-{os.getpid()}"
+    args = [DOCKER, "run", "--name", name, "--network", "host",
+            "-v", f"{RECIPES / 'training.sh'}:/tmp/training.sh:ro"]
+    for mount in mounts:
+        args += ["-v", mount]
+    for key, value in env.items():
+        args += ["-e", f"{key}={value}"]
+    try:
+        subprocess.run(args + [base, "/bin/sh", "/tmp/training.sh"], check=True, stdout=subprocess.DEVNULL)
+        changes = ["ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                   "ENV PYTHONUNBUFFERED=1", "ENV MPLBACKEND=Agg", "WORKDIR /workspace",
+                   f"LABEL org.pytorch.version={TORCH_VERSION} org.pytorch.vision.version={TORCHVISION_VERSION}",
+                   'CMD ["python"]']
+        commit = [DOCKER, "commit"]
+        for change in changes:
+            commit += ["--change", change]
+        subprocess.run(commit + [name, image], check=True, stdout=subprocess.DEVNULL)
+    finally:
+        subprocess.run([DOCKER, "rm", "-f", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
 def build(names: list[str] | None = None) -> dict[str, str]:
     """Make sure the images exist; build only the missing ones. Returns name -> image."""
     wanted = tags()
@@ -155,6 +211,8 @@ def build(names: list[str] | None = None) -> dict[str, str]:
         _log(f"building {image}")
         if name == "base":
             _build_base(image)
+        elif name == "training":
+            _build_training(image, wanted["base"])
         else:
             _build_derived(name, image, wanted["base"])
         _log(f"built {image} in {time.monotonic() - started:.0f}s")

@@ -11,7 +11,8 @@
   * the Deep Learning Containers registry (tests/standin/registry.py: docker-registry with TLS
     and htpasswd on 127.0.0.1:443, named 763104351884.dkr.ecr.us-east-1.amazonaws.com, user
     AWS with the password the emulator's ECR hands out) holding the locally built training image
-    as `pytorch-training:<tag>`;
+    under the repository:tag that the collection's image resolver picks by default for a CPU
+    instance (for example `pytorch:2.13.0-cpu-amzn2023`), plus any --training-tag;
   * the instance: a systemd container (`ct-standin-instance`) on the host network that plays
     the EC2 instance; Ansible reaches it with the community.docker.docker connection.
 Images are built once and cached by content (tests/standin/images.py). `--fresh` recreates the
@@ -58,9 +59,18 @@ REGISTRY_IP = os.environ.get("CLOUDTRAIN_STANDIN_REGISTRY_IP", "127.0.0.1")
 REGISTRY_LISTEN = f"{REGISTRY_IP}:443"
 REGISTRY_USER = "AWS"
 REGISTRY_PASSWORD = f"{DLC_ACCOUNT}-auth-token"
-TRAINING_REPOSITORY = "pytorch-training"
-# The tag of the blog's image; the train role may ask for others with --training-tag.
-DEFAULT_TRAINING_TAGS = ["2.4.0-cpu-py311-ubuntu22.04-ec2"]
+# The instance type of the demo and the tests: the image is pushed where the resolver looks for it.
+DEFAULT_INSTANCE_TYPE = "m7i.large"
+
+
+def default_training_refs() -> list[str]:
+    """<repository>:<tag> of the image the train role resolves by default for DEFAULT_INSTANCE_TYPE."""
+    sys.path.insert(0, str(REPO / ".collections"))
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.cloudtrain.ec2.plugins.module_utils._dlc_images import resolve
+
+    uri = resolve(instance_type=DEFAULT_INSTANCE_TYPE, region=REGION, registry="private")["uri"]
+    return [uri.split("/", 1)[1]]
 
 INSTANCE_NAME = os.environ.get("CLOUDTRAIN_STANDIN_INSTANCE", "ct-standin-instance")
 INSTANCE_USER = "ec2-user"
@@ -105,35 +115,36 @@ def _registry_request(path: str, info: dict, method: str = "GET", accept: str = 
         return exc.code, dict(exc.headers)
 
 
-def _pushed_digest(tag: str, info: dict) -> str | None:
+def _pushed_digest(ref: str, info: dict) -> str | None:
+    repository, tag = ref.rsplit(":", 1)
     status, headers = _registry_request(
-        f"{TRAINING_REPOSITORY}/manifests/{tag}", info, method="HEAD",
+        f"{repository}/manifests/{tag}", info, method="HEAD",
         accept="application/vnd.docker.distribution.manifest.v2+json")
     return headers.get("Docker-Content-Digest") if status == 200 else None
 
 
-def push_training_image(image: str, tags: list[str], info: dict) -> None:
-    """Put the training image into the registry under each tag (skipped when already there).
+def push_training_image(image: str, refs: list[str], info: dict) -> None:
+    """Put the training image into the registry under each <repository>:<tag> (skipped when there).
 
     The host daemon pushes through <registry ip>:443 (no certificate check on 127.0.0.0/8) with its own throw-away docker config, so the
     user's ~/.docker/config.json never holds the stand-in's credentials.
     """
-    local = f"{REGISTRY_LISTEN}/{TRAINING_REPOSITORY}"
     repo_digests = json.loads(docker("image", "inspect", "--format", "{{json .RepoDigests}}", image).stdout) or []
     env = dict(os.environ, DOCKER_CONFIG=str(STATE / "docker-config"))
     logged_in = False
-    for tag in tags:
-        digest = _pushed_digest(tag, info)
-        if digest and f"{local}@{digest}" in repo_digests:
+    for ref in refs:
+        local = f"{REGISTRY_LISTEN}/{ref}"
+        digest = _pushed_digest(ref, info)
+        if digest and f"{local.rsplit(':', 1)[0]}@{digest}" in repo_digests:
             continue
         if not logged_in:
             docker("login", REGISTRY_LISTEN, "--username", REGISTRY_USER, "--password-stdin",
                    input=REGISTRY_PASSWORD, env=env)
             logged_in = True
         started = time.monotonic()
-        docker("tag", image, f"{local}:{tag}")
-        docker("push", f"{local}:{tag}", env=env)
-        log(f"pushed {TRAINING_REPOSITORY}:{tag} in {time.monotonic() - started:.0f}s")
+        docker("tag", image, local)
+        docker("push", local, env=env)
+        log(f"pushed {ref} in {time.monotonic() - started:.0f}s")
 
 
 def up_registry(tags: list[str]) -> dict:
@@ -214,7 +225,7 @@ def down_instance(name: str) -> None:
 # --------------------------------------------------------------------------- vars
 
 def play_vars(name: str, tags: list[str]) -> dict:
-    images_ = [f"{REGISTRY_HOST}/{TRAINING_REPOSITORY}:{t}" for t in tags]
+    images_ = [f"{REGISTRY_HOST}/{ref}" for ref in tags]
     return {
         "standin_instance_name": name,
         # Host variables of the instance: the container, over a real Ansible connection.
@@ -304,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"instance container name (default {INSTANCE_NAME}, env CLOUDTRAIN_STANDIN_INSTANCE)")
         if name in ("up", "vars"):
             p.add_argument("--training-tag", action="append",
-                           help=f"tag(s) of {TRAINING_REPOSITORY} in the registry (default {DEFAULT_TRAINING_TAGS[0]})")
+                           help="<repository>:<tag> to push the training image to (default: what the "
+                                "resolver picks for a CPU instance), repeatable")
         if name in ("up", "down"):
             p.add_argument("--only", help=f"comma-separated subset of {','.join(COMPONENTS)} "
                            "(down: default instance and registry; the emulator only when named)")
@@ -312,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--fresh", action="store_true", help="recreate the instance container")
     args = parser.parse_args(argv)
     if getattr(args, "training_tag", None) is None and args.cmd in ("up", "vars"):
-        args.training_tag = list(DEFAULT_TRAINING_TAGS)
+        args.training_tag = default_training_refs()
     if args.cmd == "up":
         cmd_up(args)
     elif args.cmd == "down":

@@ -27,7 +27,7 @@ def test_tags_follow_the_recipes(tmp_path, monkeypatch):
     before = images.tags()
     assert images.tags() == before  # stable: a warm machine finds the same images
 
-    training = recipes / "training.Dockerfile"
+    training = recipes / "training.sh"
     training.write_text(training.read_text() + "\n# changed\n")
     after = images.tags()
     assert after["training"] != before["training"]
@@ -55,14 +55,15 @@ def test_host_apt_files_skip_disabled_sources(tmp_path, monkeypatch):
 
 
 def test_vars_match_the_docker_scenario():
-    play = standin.play_vars("ct-standin-instance", standin.DEFAULT_TRAINING_TAGS)
+    play = standin.play_vars("ct-standin-instance", standin.default_training_refs())
     assert play["provision_host_vars"] == {
         "ansible_connection": "community.docker.docker",
         "ansible_host": "ct-standin-instance",
         "ansible_user": "ec2-user",
     }
+    # Pushed where the train role's default image resolution looks for a CPU instance's image.
     assert play["standin_training_image"] == (
-        "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.4.0-cpu-py311-ubuntu22.04-ec2")
+        "763104351884.dkr.ecr.us-east-1.amazonaws.com/" + standin.default_training_refs()[0])
     scenario = yaml.safe_load((REPO / "extensions/molecule/docker/molecule.yml").read_text())
     host_vars = scenario["provisioner"]["inventory"]["host_vars"]["ct-standin-docker-role"]
     # The scenario repeats the nested daemon options: they must not drift apart.
