@@ -1,6 +1,6 @@
 """Install a training repository's requirements in its container, then run its command.
 
-    python install_requirements.py REQUIREMENTS [--keep PACKAGE ...] -- COMMAND [ARG ...]
+    python install_requirements.py [--keep PACKAGE ...] REQUIREMENTS -- COMMAND [ARG ...]
 
 The train role puts this in front of the user's command when train_requirements is set. Lines
 naming a package of the image's framework (--keep: torch, torchvision, torchaudio) are left out
