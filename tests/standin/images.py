@@ -158,7 +158,7 @@ def _pip_settings() -> tuple[list[str], dict[str, str]]:
     config = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
                             text=True, check=False).stdout
     for line in config.splitlines():
-        key, _, value = line.partition("=")
+        key, _sep, value = line.partition("=")
         option = key.rpartition(".")[2].replace("-", "_").upper()
         if key.startswith("global.") and option in ("FIND_LINKS", "EXTRA_INDEX_URL", "INDEX_URL"):
             env.setdefault(f"PIP_{option}", value.strip().strip("'\""))

@@ -72,6 +72,7 @@ def default_training_refs() -> list[str]:
     uri = resolve(instance_type=DEFAULT_INSTANCE_TYPE, region=REGION, registry="private")["uri"]
     return [uri.split("/", 1)[1]]
 
+
 INSTANCE_NAME = os.environ.get("CLOUDTRAIN_STANDIN_INSTANCE", "ct-standin-instance")
 INSTANCE_USER = "ec2-user"
 # The nested daemon shares the host's network namespace: no bridge, no iptables, no forwarding.
