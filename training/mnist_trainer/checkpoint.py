@@ -1,8 +1,6 @@
-"""Checkpoints that hold everything an exact resume needs, and the checks before resuming one.
+"""Checkpoints with everything an exact resume needs, and the checks before resuming one.
 
-Written to a temporary name in the same folder, fsynced, then renamed: a reader (or a run killed
-mid-write) sees the old file or the new one, never half of one. checkpoint-<E>-<S>.pt means
-"continue with batch S of epoch E", so the names sort by progress.
+checkpoint-<E>-<S>.pt means "continue with batch S of epoch E", so the names sort by progress.
 """
 import os
 import re
@@ -40,7 +38,8 @@ def first_line(exc: Exception) -> str:
 
 
 def save(folder: Path, payload: dict, keep: int) -> Path:
-    """Write payload atomically under its (epoch, step) name; keep the newest `keep` files."""
+    """Write payload under its (epoch, step) name, keep the newest `keep`. Written to a temporary name,
+    fsynced, renamed: a reader (or a run killed mid-write) sees the old file or the new, never half."""
     path = folder / checkpoint_name(payload["epoch"], payload["step"])
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
     try:
@@ -57,29 +56,25 @@ def save(folder: Path, payload: dict, keep: int) -> Path:
     return path
 
 
-def load(path: Path, model_state: dict, settings: dict) -> dict:
-    """Read a checkpoint; BadInput unless it is this trainer's, for this model, made with these settings."""
+def resume(path: Path, settings: dict, net, optimizer, scheduler, scaler):
+    """Load a checkpoint into the live objects; (epoch, step, history, partial, trained_seconds).
+
+    BadInput (one line, no traceback) unless it is this trainer's, for this model, made with these
+    settings, and consistent.
+    """
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
     except Exception as exc:  # noqa: BLE001 (pickle, zip and I/O errors all mean "unreadable")
         raise BadInput(f"cannot read checkpoint {path}: {first_line(exc)}; {AGAIN}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise BadInput(f"{path} is not a checkpoint of this trainer; {AGAIN}")
-    if payload.get("signature") != signature(model_state):
+    if payload.get("signature") != signature(net.state_dict()):
         raise BadInput(f"checkpoint {path} is from another model; {AGAIN}")
     saved = payload.get("settings") if isinstance(payload.get("settings"), dict) else {}
     changed = [f"{key} {saved.get(key)} -> {value}" for key, value in settings.items() if saved.get(key) != value]
     if changed:
         raise BadInput(f"checkpoint {path} was made with other settings ({', '.join(changed)}); use the same "
                        "settings (only --epochs may change), or pass --no-resume to start over")
-    return payload
-
-
-def restore(path: Path, payload: dict, net, optimizer, scheduler, scaler):
-    """Load the states into the live objects; (epoch, step, history, partial, trained_seconds).
-
-    A checkpoint with the right header but inconsistent contents is BadInput, not a traceback.
-    """
     try:
         net.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])

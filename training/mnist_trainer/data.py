@@ -1,7 +1,7 @@
-"""MNIST through torchvision, decoded once into normalized tensors that stay on the device.
+"""MNIST decoded once into normalized tensors that stay on the device: a batch is then a slice.
 
-The example runs ToTensor + Normalize on every sample of every epoch through a DataLoader. The same
-arithmetic done once on the whole uint8 tensor gives the same values; a batch is then a slice.
+The example runs ToTensor() + Normalize() on every sample of every epoch through a DataLoader; the
+same arithmetic done once on the whole uint8 tensor gives the same values.
 """
 import struct
 import zlib
@@ -13,67 +13,54 @@ from torchvision import datasets
 from .errors import BadInput
 
 MEAN, STD = 0.1307, 0.3081  # the example's Normalize((0.1307,), (0.3081,))
-RAW_FILES = {  # torchvision reads the uncompressed files of both splits: name -> (IDX magic, item shape)
-    "train-images-idx3-ubyte": (0x803, (28, 28)), "train-labels-idx1-ubyte": (0x801, ()),
-    "t10k-images-idx3-ubyte": (0x803, (28, 28)), "t10k-labels-idx1-ubyte": (0x801, ()),
-}
+RAW_FILES = {"train-images-idx3-ubyte": 3, "train-labels-idx1-ubyte": 1, "t10k-images-idx3-ubyte": 3,
+             "t10k-labels-idx1-ubyte": 1}  # what torchvision reads, and the dimensions of each
 
 
-def raw_folder(data_dir) -> Path:
-    return Path(data_dir) / "MNIST" / "raw"
-
-
-def check_idx(path: Path, magic: int, item_shape: tuple) -> int:
-    """Check an IDX file's header against its size (torchvision would crash or assert); the item count."""
-    ndim = 1 + len(item_shape)
-    size = path.stat().st_size
+def check_idx(path: Path, ndim: int) -> int:
+    """Check an IDX file's header against its size (torchvision would crash or assert); its item count."""
     with open(path, "rb") as handle:
-        header = handle.read(4 + 4 * ndim)
+        header, size = handle.read(4 + 4 * ndim), path.stat().st_size
     if len(header) < 4 + 4 * ndim:
         raise BadInput(f"corrupt MNIST file {path}: only {size} bytes, shorter than an IDX header")
-    found, *dims = struct.unpack(f">{1 + ndim}I", header)
-    if found != magic:
-        raise BadInput(f"corrupt MNIST file {path}: IDX magic {found:#010x}, expected {magic:#010x}")
-    if tuple(dims[1:]) != item_shape:
-        raise BadInput(f"corrupt MNIST file {path}: item shape {tuple(dims[1:])}, expected {item_shape}")
-    expected = len(header) + dims[0] * (28 * 28 if item_shape else 1)
+    magic, count, *item = struct.unpack(f">{1 + ndim}I", header)
+    if magic != 0x800 + ndim or item != [28, 28][:ndim - 1]:
+        raise BadInput(f"corrupt MNIST file {path}: IDX magic {magic:#010x}, items {item}; expected "
+                       f"{0x800 + ndim:#010x}, {[28, 28][:ndim - 1]}")
+    expected = len(header) + count * (784 if ndim == 3 else 1)
     if size != expected:
-        what = "truncated" if size < expected else "has trailing bytes"
-        raise BadInput(f"corrupt MNIST file {path}: {what} ({size} bytes, header says {expected})")
-    return dims[0]
+        raise BadInput(f"corrupt MNIST file {path}: {'truncated' if size < expected else 'has trailing bytes'} "
+                       f"({size} bytes, the header says {expected})")
+    return count
 
 
 def check_raw_files(data_dir, download: bool) -> None:
-    raw = raw_folder(data_dir)
+    raw = Path(data_dir) / "MNIST" / "raw"
     missing = [name for name in RAW_FILES if not (raw / name).is_file()]
     if missing and not download:
         raise BadInput(f"MNIST data not found in {raw} (missing {', '.join(missing)}); make a split with "
                        f"hacking/make_mnist_split.py --dest {data_dir}, or drop --no-download")
-    for name, (magic, item_shape) in RAW_FILES.items():
-        if (raw / name).is_file():
-            check_idx(raw / name, magic, item_shape)
+    for name in set(RAW_FILES) - set(missing):
+        check_idx(raw / name, RAW_FILES[name])
 
 
 def load_split(data_dir, train: bool, download: bool, limit: int = 0):
     """(images uint8 [N, 28, 28], labels int64 [N]) of one split, read by torchvision."""
     try:
         dataset = datasets.MNIST(str(data_dir), train=train, download=download)
-    except (RuntimeError, OSError, ValueError, AssertionError) as exc:  # not found, failed download
-        raise BadInput(f"cannot load MNIST from {data_dir}: {str(exc).strip() or type(exc).__name__}") from None
-    images, labels = dataset.data, dataset.targets.long()
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) > 9):
-        raise BadInput(f"MNIST in {data_dir}: labels outside 0-9")
-    if limit:
-        images, labels = images[:limit], labels[:limit]
-    if len(images) == 0 or len(images) != len(labels):
-        raise BadInput(f"MNIST in {data_dir}: {len(images)} images and {len(labels)} labels in the "
-                       f"{'train' if train else 'test'} split")
+    except (RuntimeError, OSError, ValueError, AssertionError) as exc:  # not found, a failed download
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise BadInput(f"cannot load MNIST from {data_dir}: {message}") from None
+    images, labels = dataset.data[:limit or None], dataset.targets[:limit or None].long()
+    if len(images) == 0 or len(images) != len(labels) or int(labels.min()) < 0 or int(labels.max()) > 9:
+        raise BadInput(f"MNIST in {data_dir}: the {'train' if train else 'test'} split has {len(images)} images "
+                       f"and {len(labels)} labels, which must be 0-9")
     return images, labels
 
 
 def fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
-    """Names the training data in a checkpoint, so that a resume on other data is refused."""
-    return f"{len(labels)} images, crc32 {zlib.crc32(labels.numpy().tobytes(), zlib.crc32(images.numpy().tobytes())):08x}"
+    """Names the training data in a checkpoint, so that resuming on other data is refused."""
+    return f"{len(labels)} images, crc32 {zlib.crc32(labels.numpy(), zlib.crc32(images.numpy())):08x}"
 
 
 def to_tensors(images: torch.Tensor, labels: torch.Tensor, device: torch.device):

@@ -25,19 +25,14 @@ def pick_device(requested: str, local_rank: int) -> torch.device:
 
 def cpu_has_bf16() -> bool:
     """True where the CPU computes bfloat16 natively (AVX512-BF16, AMX, Arm BF16); emulated it is slower."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split())
-    except OSError:
-        return False
+    cpuinfo = Path("/proc/cpuinfo")  # Linux, where the containers run
+    flags = set(cpuinfo.read_text(errors="replace").split()) if cpuinfo.is_file() else set()
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def choose_precision(requested: str, device_type: str, capability=None, cpu_bf16=False):
-    """(mode, reason): mode 'bf16', 'fp16' (with a gradient scaler) or 'off' (float32).
-
-    From the compute capability, not torch.cuda.is_bf16_supported(): that is True on a T4 (7.5),
-    which only emulates bf16. Native bf16 from 8.0 (A100, A10G, L4, H100), fp16 tensor cores on 7.x.
-    """
+    """(mode, reason), mode 'bf16', 'fp16' (with a gradient scaler) or 'off', from the compute capability:
+    not torch.cuda.is_bf16_supported(), True on a T4 (7.5) that only emulates bf16."""
     if requested != "auto":
         return requested, f"--amp {requested}"
     if device_type == "cpu":

@@ -1,5 +1,5 @@
 """Exit codes, and the one exception that means "the user's input is wrong"."""
-EXIT_OK = 0            # epochs finished, or --target-accuracy / --max-minutes reached
+EXIT_OK = 0            # all epochs trained (also: a finished run started again)
 EXIT_FAILURE = 1       # unexpected failure (a traceback is printed)
 EXIT_BAD_INPUT = 2     # bad input: one line "error: ..." on stderr, no traceback
 EXIT_DIVERGED = 3      # the loss became NaN or infinite: nothing saved from that epoch on

@@ -57,14 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
                    help="mixed precision; auto: from the hardware")
     p.add_argument("--threads", type=COUNT, default=0, metavar="N", help="CPU threads (0: one per core)")
-    p.add_argument("--target-accuracy", type=float, metavar="A", help="stop once the test accuracy is A (0-1]")
-    p.add_argument("--max-minutes", type=POSITIVE, metavar="M",
-                   help="stop, with a checkpoint, after M minutes of training over all resumes")
     p.add_argument("--limit-train", type=COUNT, default=0, metavar="N", help="only the first N training images")
     p.add_argument("--limit-test", type=COUNT, default=0, metavar="N", help="only the first N test images")
     args = p.parse_args(argv)
-    if args.target_accuracy is not None and not 0 < args.target_accuracy <= 1:
-        raise BadInput(f"--target-accuracy must be in (0, 1], got {args.target_accuracy}")
     args.device = "cpu" if args.no_accel else args.device
     args.epochs = 1 if args.dry_run else args.epochs
     args.checkpoint_dir = Path(args.checkpoint_dir or args.output_dir / "checkpoints")

@@ -1,4 +1,4 @@
-"""What a run leaves behind: model.pt, metrics.jsonl, metrics.json, curves.png, and PROGRESS lines."""
+"""What a run leaves behind: model.pt, metrics.jsonl, metrics.json, curves.png."""
 import json
 import math
 import os
@@ -22,11 +22,6 @@ def to_json(value, **kwargs) -> str:
     return json.dumps(finite(value), allow_nan=False, **kwargs)
 
 
-def progress_line(row: dict) -> str:
-    """One line per epoch for log followers: the word PROGRESS, a space, one line of JSON."""
-    return "PROGRESS " + to_json(row)
-
-
 def atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -47,7 +42,7 @@ def write_outputs(out: Path, history: list, net, summary: dict) -> None:
         os.replace(out / ".model.pt.tmp", out / "model.pt")
     write_history(out, history)
     best = max(history, key=lambda row: row["accuracy"], default={"accuracy": summary["final_accuracy"], "epoch": None})
-    summary = {**summary, "best_accuracy": best["accuracy"], "best_epoch": best["epoch"], "epochs_completed": len(history)}
+    summary.update(best_accuracy=best["accuracy"], best_epoch=best["epoch"], epochs_completed=len(history))
     atomic_write(out / "metrics.json", to_json(summary, indent=2) + "\n")
     if history:
         plot_curves(out, history)
@@ -63,14 +58,13 @@ def plot_curves(out: Path, history: list) -> None:
         print("warning: matplotlib is not installed, curves.png not written", file=sys.stderr)
         return
     epochs = [row["epoch"] for row in history]
-    fig, (loss, accuracy) = plt.subplots(1, 2, figsize=(10, 4))
-    loss.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train")
-    loss.plot(epochs, [row["test_loss"] for row in history], marker="o", label="test")
+    fig, (loss, accuracy) = plt.subplots(1, 2, figsize=(10, 4), layout="tight")
+    for split in ("train", "test"):
+        loss.plot(epochs, [row[f"{split}_loss"] for row in history], marker="o", label=split)
     loss.set(xlabel="epoch", ylabel="loss (NLL)")
     loss.legend()
     accuracy.plot(epochs, [100 * row["accuracy"] for row in history], marker="o", color="tab:green")
     accuracy.set(xlabel="epoch", ylabel="test accuracy (%)")
-    fig.tight_layout()
     fig.savefig(out / ".curves.png.tmp", dpi=100, format="png")
     plt.close(fig)
     os.replace(out / ".curves.png.tmp", out / "curves.png")

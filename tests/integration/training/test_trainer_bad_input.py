@@ -121,11 +121,6 @@ def test_file_that_is_not_a_checkpoint(mnist_data, tmp_path, capsys):
     assert_one_line_error(proc, "not a checkpoint of this trainer")
 
 
-def test_target_accuracy_out_of_range(mnist_data, tmp_path, capsys):
-    proc = run_in_process(capsys, mnist_data, "--output-dir", str(tmp_path), "--target-accuracy", "98")
-    assert_one_line_error(proc, "--target-accuracy")
-
-
 def test_infinite_learning_rate_on_the_command_line(mnist_data, tmp_path):
     proc = run_train(mnist_data, "--output-dir", str(tmp_path), "--lr", "inf")
     assert_one_line_error(proc, "--lr", "positive finite number")

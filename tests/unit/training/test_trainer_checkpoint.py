@@ -53,8 +53,7 @@ def test_round_trip_restores_states_and_rng(tmp_path):
     expected_next = torch.rand(3)  # what the generator gives after the saved state
     path = ckpt.save(tmp_path, body, keep=2)
     net, optimizer, scheduler, scaler = live_objects()
-    loaded = ckpt.load(path, net.state_dict(), SETTINGS)
-    epoch, step, history, partial, seconds = ckpt.restore(path, loaded, net, optimizer, scheduler, scaler)
+    epoch, step, history, partial, seconds = ckpt.resume(path, SETTINGS, net, optimizer, scheduler, scaler)
     assert (epoch, step, len(history), partial["samples"], seconds) == (4, 7, 3, 64.0, 3.0)
     for name, tensor in net.state_dict().items():
         assert torch.equal(body["model"][name], tensor)
@@ -76,7 +75,7 @@ def test_other_settings_are_named_in_one_line(tmp_path):
     path = ckpt.save(tmp_path, make_payload(2, 0), keep=2)
     now = {**SETTINGS, "lr": 0.5, "seed": 7}
     with pytest.raises(BadInput) as err:
-        ckpt.load(path, Net().state_dict(), now)
+        ckpt.resume(path, now, *live_objects())
     message = str(err.value)
     assert "lr 1.0 -> 0.5" in message and "seed 1 -> 7" in message and "batch_size" not in message
     assert "--no-resume" in message and "\n" not in message
@@ -87,18 +86,18 @@ def test_refuses_a_checkpoint_of_another_model(tmp_path):
     body["signature"]["fc2.weight"] = [2, 128]
     path = ckpt.save(tmp_path, body, keep=2)
     with pytest.raises(BadInput, match="another model"):
-        ckpt.load(path, Net().state_dict(), SETTINGS)
+        ckpt.resume(path, SETTINGS, *live_objects())
 
 
 def test_refuses_foreign_and_unreadable_files(tmp_path):
     foreign = tmp_path / ckpt.checkpoint_name(1, 0)
     torch.save(Net().state_dict(), foreign)  # a plain state_dict is not a resumable checkpoint
     with pytest.raises(BadInput, match="not a checkpoint of this trainer"):
-        ckpt.load(foreign, Net().state_dict(), SETTINGS)
+        ckpt.resume(foreign, SETTINGS, *live_objects())
     garbage = tmp_path / ckpt.checkpoint_name(2, 0)
     garbage.write_bytes(b"\x00" * 100)
     with pytest.raises(BadInput, match="cannot read checkpoint"):
-        ckpt.load(garbage, Net().state_dict(), SETTINGS)
+        ckpt.resume(garbage, SETTINGS, *live_objects())
 
 
 def _wrong_optimizer_shapes():
@@ -117,8 +116,6 @@ def _wrong_optimizer_shapes():
 ])
 def test_inconsistent_contents_are_refused_in_one_line(tmp_path, body, why):
     path = ckpt.save(tmp_path, body, keep=2)
-    net, optimizer, scheduler, scaler = live_objects()
-    payload = ckpt.load(path, net.state_dict(), SETTINGS)
     with pytest.raises(BadInput, match="is inconsistent") as err:
-        ckpt.restore(path, payload, net, optimizer, scheduler, scaler)
+        ckpt.resume(path, SETTINGS, *live_objects())
     assert why in str(err.value) and "\n" not in str(err.value)
