@@ -99,7 +99,7 @@ def main() -> int:
                         help="epochs per run, at least 3 (default: 4; the target is the reference's "
                              "accuracy after epoch 3)")
     parser.add_argument("--train", type=int, default=8000, help="train split size (default: 8000)")
-    parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+    parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
                         help="the trainer's --amp (default: auto)")
     parser.add_argument("--peak-gflops", type=float, default=300.0,
                         help="float32 peak of this machine for the threads used, GFLOP/s "
@@ -119,7 +119,8 @@ def main() -> int:
         work = Path(tmp)
         split = make_mnist_split.make_split(args.source, work / "data", args.train)
         print(f"data: real MNIST split, {split['train']} train / {split['test']} test images; "
-              f"{args.rounds} rounds x {args.epochs} epochs each; cpus: {os.cpu_count()}", flush=True)
+              f"{args.rounds} rounds x {args.epochs} epochs each; cpus: {os.cpu_count()}, load average "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
         env = child_env(args)
         rounds = []
         for number in range(1, args.rounds + 1):
@@ -150,7 +151,7 @@ def main() -> int:
 
     med = statistics.median
     ref_sps, new_sps = med(r["ref_sps"] for r in rounds), med(r["new_sps"] for r in rounds)
-    print()
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min)")
     print(f"trainer: device {rounds[0]['device']}, amp {rounds[0]['amp']}, {rounds[0]['threads']} threads")
     print(f"training samples/s (median of {len(rounds)}): reference {ref_sps:.0f}, trainer {new_sps:.0f}, "
           f"ratio {med(r['new_sps'] / r['ref_sps'] for r in rounds):.2f}x (median of the rounds' ratios)")

@@ -72,7 +72,7 @@ def make_split(source: Path, dest: Path, train: int) -> dict:
     """Write the split under dest/MNIST/raw; {'train': n, 'test': m, 'raw': folder, 'written': [names]}."""
     md5s = expected_md5s(source)
     (image_magic, image_dims), images = read_idx(source, SOURCE_IMAGES, md5s[SOURCE_IMAGES])
-    (label_magic, _), labels = read_idx(source, SOURCE_LABELS, md5s[SOURCE_LABELS])
+    (label_magic, _dims), labels = read_idx(source, SOURCE_LABELS, md5s[SOURCE_LABELS])
     if len(images) != len(labels):
         raise SplitError("source images and labels have different counts")
     if not 0 < train < len(images):

@@ -24,7 +24,7 @@ def list_checkpoints(folder: Path) -> list:
     """This trainer's checkpoints in folder, oldest first."""
     found = [(tuple(map(int, m.groups())), p) for p in (folder.iterdir() if folder.is_dir() else [])
              if (m := NAME_RE.match(p.name))]
-    return [path for _, path in sorted(found)]
+    return [path for _progress, path in sorted(found)]
 
 
 def signature(state_dict) -> dict:

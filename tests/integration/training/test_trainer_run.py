@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from trainer_helpers import SMALL, progress_rows, run_train
+from trainer_helpers import progress_rows, run_train
 
 from mnist_trainer.model import Net
 
