@@ -76,9 +76,12 @@ def main():
     parser.add_argument('--log-interval', type=int, default=10)
     args = parser.parse_args()
 
-    use_accel = not args.no_accel and torch.cuda.is_available()  # torch.accelerator is torch >= 2.6
+    use_accel = not args.no_accel and torch.accelerator.is_available()
     torch.manual_seed(args.seed)
-    device = torch.device("cuda") if use_accel else torch.device("cpu")
+    if use_accel:
+        device = torch.accelerator.current_accelerator()
+    else:
+        device = torch.device("cpu")
 
     started = time.perf_counter()
     train_kwargs = {'batch_size': args.batch_size}
@@ -106,8 +109,8 @@ def main():
         log = []
         t0 = time.perf_counter()
         train(args, model, device, train_loader, optimizer, epoch, log)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        if use_accel:
+            torch.accelerator.synchronize()
         t1 = time.perf_counter()
         test_loss, accuracy = test(model, device, test_loader)
         t2 = time.perf_counter()

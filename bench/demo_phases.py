@@ -54,7 +54,7 @@ def main() -> int:
     python = str(BIN / "python")
 
     rows: list[tuple[str, float]] = []
-    t, _output = timed([python, "training/make_mnist_split.py", "--source", str(REPO.parent / "shared" / "data" / "mnist"),
+    t, _output = timed([python, "hacking/make_mnist_split.py", "--source", str(REPO.parent / "shared" / "data" / "mnist"),
                         "--dest", str(data)])
     rows.append(("data split", t))
     # STANDIN_INSTANCE: another instance container than the default one, as for tests/standin/demo.sh.

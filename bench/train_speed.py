@@ -1,16 +1,17 @@
 """Training speed: training/train.py against the pytorch/examples MNIST recipe, side by side.
 
 Both programs train the same Net with the same recipe (batch 64, Adadelta lr 1.0, StepLR 0.7) on the
-same real-data split (made here from ../shared/data/mnist with training/make_mnist_split.py). They
-run interleaved, one after the other, for several rounds (the order alternates per round, so drift
-in machine load hits both), each as its own process with the default thread settings. Round k uses
-seed k for both programs: on a 2,000-image test set one seed's accuracy moves by a few images
-(about 0.2%), so the accuracy target and the time to reach it are taken per round, as medians.
+same real-data split (made here from ../shared/data/mnist with hacking/make_mnist_split.py). They run
+interleaved, one after the other, for several rounds (the order alternates per round, so drift in
+machine load hits both), each as its own process with the default thread settings. Round k uses seed
+k for both programs: on a 2,000-image test set one seed's accuracy moves by a few images (about
+0.2%), so the accuracy target and the time to reach it are taken per round, as medians.
 
-Printed: training samples/s of each and the ratio; time to reach the accuracy the reference has
-after 3 epochs (setup + train + evaluation time, interpreter start-up excluded) and the ratio;
-final accuracies after the same number of epochs; and the fraction of the float32 compute limit
-the trainer reaches (FLOPs per sample computed from the Net's layer shapes, forward + backward).
+Printed: training samples/s of each (from each program's own per-epoch training time) and the ratio;
+the time to reach the accuracy the reference has after 3 epochs, whole process included (from the
+launch of the process to the moment its epoch line arrives: interpreter, imports, data, training,
+evaluation) and the ratio; final accuracies after the same number of epochs; and the fraction of the
+float32 compute limit reached (FLOPs per sample from the Net's layer shapes, forward + backward).
 
 Runs unchanged on a GPU: both programs then use it (the trainer keeps the data on the device; the
 reference uses its accelerator DataLoader settings).
@@ -24,10 +25,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "training"))
+sys.path.insert(0, str(REPO / "hacking"))
 sys.path.insert(0, str(REPO / "bench"))
 
 import make_mnist_split  # noqa: E402
@@ -36,46 +38,45 @@ from _flops import training_flops_per_sample  # noqa: E402
 REFERENCE_EPOCHS_FOR_TARGET = 3
 
 
-def child_env(args, work: Path) -> dict:
-    """Both programs' environment: OMP_NUM_THREADS when --threads is given, and a kernel cache
-    (XDG_CACHE_HOME) that starts empty in each benchmark: the trainer's round 1 compiles its fused
-    kernels (set-up time, counted), later rounds load them, as a user's later runs do."""
-    env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache")}
+def child_env(args) -> dict:
+    """Both programs' environment: OMP_NUM_THREADS when --threads is given."""
+    env = dict(os.environ)
     if args.threads > 0:
         env["OMP_NUM_THREADS"] = str(args.threads)
     return env
 
 
-def run(cmd, env: dict) -> str:
-    """stdout of cmd; on failure, stop with its stderr (the benchmark's numbers would be meaningless)."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    return proc.stdout
+def run(cmd, env: dict, prefix: str, work: Path) -> list:
+    """Run cmd; the JSON of each stdout line starting with prefix, with "arrived": seconds since launch."""
+    rows = []
+    with open(work / "stderr.txt", "w+", encoding="utf-8") as err:
+        launched = time.monotonic()
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env) as proc:
+            for line in proc.stdout:
+                if line.startswith(prefix + " "):
+                    rows.append({**json.loads(line.split(" ", 1)[1]), "arrived": time.monotonic() - launched})
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{err.read()[-3000:]}")
+    return rows
 
 
-def run_reference(args, data_dir: Path, env: dict, seed: int) -> dict:
+def run_reference(args, data_dir: Path, work: Path, env: dict, seed: int) -> dict:
     cmd = [sys.executable, str(REPO / "bench" / "_reference_mnist.py"), "--data-dir", str(data_dir),
            "--epochs", str(args.epochs), "--seed", str(seed)]
-    out = run(cmd, env)
-    rows = [json.loads(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("REFERENCE ")]
-    setup, epochs = rows[0], rows[1:]
-    return {"setup_seconds": setup["setup_seconds"], "epochs": epochs, "threads": setup["threads"],
-            "device": setup["device"]}
+    setup, *epochs = run(cmd, env, "REFERENCE", work)
+    return {"epochs": epochs, "threads": setup["threads"], "device": setup["device"], "amp": "off"}
 
 
 def run_trainer(args, data_dir: Path, work: Path, env: dict, seed: int) -> dict:
     out_dir = work / "trainer-out"
     cmd = [sys.executable, str(REPO / "training" / "train.py"), "--data-dir", str(data_dir),
            "--output-dir", str(out_dir), "--epochs", str(args.epochs), "--seed", str(seed),
-           "--no-download", "--no-resume",
-           "--log-interval", "1000000", "--amp", args.amp]
-    run(cmd, env)
+           "--no-download", "--no-resume", "--log-interval", "1000000", "--amp", args.amp]
+    epochs = run(cmd, env, "PROGRESS", work)
     summary = json.loads((out_dir / "metrics.json").read_text())
-    epochs = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    return {"setup_seconds": summary["setup_seconds"], "epochs": epochs, "threads": summary["threads"],
-            "device": summary["device"], "amp": summary["amp"],
-            "fused_kernels": summary["cpu_tuning"].get("fused_kernels", "not reported")}
+    return {"epochs": epochs, "threads": summary["threads"], "device": summary["device"], "amp": summary["amp"],
+            "amp_reason": summary["amp_reason"]}
 
 
 def samples_per_s(result: dict, train_samples: int) -> float:
@@ -84,12 +85,10 @@ def samples_per_s(result: dict, train_samples: int) -> float:
 
 
 def time_to(result: dict, target: float):
-    """Seconds (setup + train + test) until the first epoch whose accuracy reaches target."""
-    elapsed = result["setup_seconds"]
+    """(seconds from launch, epoch) when the first epoch whose accuracy reaches target was reported."""
     for row in result["epochs"]:
-        elapsed += row["seconds"]
         if row["accuracy"] >= target:
-            return elapsed, row["epoch"]
+            return row["arrived"], row["epoch"]
     return None, None
 
 
@@ -100,7 +99,7 @@ def main() -> int:
                         help="epochs per run, at least 3 (default: 4; the target is the reference's "
                              "accuracy after epoch 3)")
     parser.add_argument("--train", type=int, default=8000, help="train split size (default: 8000)")
-    parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+    parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
                         help="the trainer's --amp (default: auto)")
     parser.add_argument("--peak-gflops", type=float, default=300.0,
                         help="float32 peak of this machine for the threads used, GFLOP/s "
@@ -120,15 +119,16 @@ def main() -> int:
         work = Path(tmp)
         split = make_mnist_split.make_split(args.source, work / "data", args.train)
         print(f"data: real MNIST split, {split['train']} train / {split['test']} test images; "
-              f"{args.rounds} rounds x {args.epochs} epochs each; cpus: {os.cpu_count()}", flush=True)
-        env = child_env(args, work)
+              f"{args.rounds} rounds x {args.epochs} epochs each; cpus: {os.cpu_count()}, load average "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
+        env = child_env(args)
         rounds = []
         for number in range(1, args.rounds + 1):
             order = ("reference", "trainer") if number % 2 else ("trainer", "reference")
             seed = args.seed + number - 1
             result = {}
             for name in order:
-                result[name] = (run_reference(args, work / "data", env, seed) if name == "reference"
+                result[name] = (run_reference(args, work / "data", work, env, seed) if name == "reference"
                                 else run_trainer(args, work / "data", work, env, seed))
             ref, new = result["reference"], result["trainer"]
             target = ref["epochs"][REFERENCE_EPOCHS_FOR_TARGET - 1]["accuracy"]
@@ -139,22 +139,20 @@ def main() -> int:
                    "target": target, "ref_time": ref_time, "ref_epoch": ref_epoch,
                    "new_time": new_time, "new_epoch": new_epoch,
                    "ref_final": ref["epochs"][-1]["accuracy"], "new_final": new["epochs"][-1]["accuracy"],
-                   "device": new["device"], "amp": new["amp"], "threads": new["threads"],
-                   "new_setup": new["setup_seconds"], "fused_kernels": new["fused_kernels"]}
+                   "device": new["device"], "amp": f"{new['amp']} ({new['amp_reason']})", "threads": new["threads"]}
             rounds.append(row)
             reached = (f"{row['new_time']:.1f}s (epoch {row['new_epoch']})" if new_time is not None
                        else f"not reached in {args.epochs} epochs")
             print(f"round {number} (seed {seed}, {' then '.join(order)}): samples/s reference {row['ref_sps']:.0f}, "
                   f"trainer {row['new_sps']:.0f}; to {target:.4f}: reference {ref_time:.1f}s (epoch {ref_epoch}), "
-                  f"trainer {reached}, set-up included ({row['new_setup']:.2f}s); "
+                  f"trainer {reached}, whole processes; "
                   f"final accuracy reference {row['ref_final']:.4f}, "
                   f"trainer {row['new_final']:.4f}", flush=True)
 
     med = statistics.median
     ref_sps, new_sps = med(r["ref_sps"] for r in rounds), med(r["new_sps"] for r in rounds)
-    print()
-    print(f"trainer: device {rounds[0]['device']}, amp {rounds[0]['amp']}, {rounds[0]['threads']} threads; "
-          f"fused kernels: {'; '.join(dict.fromkeys(r['fused_kernels'] for r in rounds))}")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min)")
+    print(f"trainer: device {rounds[0]['device']}, amp {rounds[0]['amp']}, {rounds[0]['threads']} threads")
     print(f"training samples/s (median of {len(rounds)}): reference {ref_sps:.0f}, trainer {new_sps:.0f}, "
           f"ratio {med(r['new_sps'] / r['ref_sps'] for r in rounds):.2f}x (median of the rounds' ratios)")
     reached = [r for r in rounds if r["new_time"] is not None]

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # What the local stand-in needs from this machine: Docker (engine + a local registry binary),
 # debootstrap for the image builds, htpasswd and openssl for the registry's auth and TLS.
-# The ShellCheck program lets ansible-test sanity check the shell scripts. gcc and libc6-dev
-# compile the trainer's fused CPU kernels (training/mnist_trainer/kernels.c) for the tests and
-# the benchmark. rsync is what ansible.posix.synchronize runs on the controller (the train role
-# sends code and data and brings results home with it).
+# The ShellCheck program lets ansible-test sanity check the shell scripts. rsync is what
+# ansible.posix.synchronize runs on the controller (the train role sends code and data and brings
+# results home with it).
 # Installs what is missing and starts dockerd when none answers. Needs root.
 set -euo pipefail
 
-packages=(docker.io docker-registry debootstrap apache2-utils openssl shellcheck rsync gcc libc6-dev)
+packages=(docker.io docker-registry debootstrap apache2-utils openssl shellcheck rsync)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

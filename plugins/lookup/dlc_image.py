@@ -15,8 +15,12 @@ description:
     SageMaker's C(image_uris.retrieve) does.
   - Works offline from facts shipped with the collection (generated from the Deep Learning Containers
     documentation); the registry account of every region, including China's C(.amazonaws.com.cn) registries.
-  - Criteria left out are free; among the matching images the newest version wins.
-  - When nothing matches it fails and lists the nearest valid images.
+  - Criteria left out are free. Without O(framework_version) the newest B(supported) image wins, that is
+    the newest one not past its end of patching on today's date (the controller's clock); only where every
+    matching image is past it (today the arm64 GPU image), the newest of them, with a warning.
+  - An O(instance_type) with no image for its accelerator and architecture (a Graviton CPU type such as
+    C(m7g.large)) fails with the kinds of instance type that have one. When nothing else matches it fails
+    and lists the nearest valid images.
   - Warns when the chosen image is past its end of support.
 options:
   _terms:
@@ -25,7 +29,7 @@ options:
   framework_version:
     description:
       - PyTorch version, a series (V(2.6), V(2.13)) or a release (V(2.6.0), V(2.12.1)).
-      - Default the newest version that meets the other criteria.
+      - Default (or an empty string) the newest supported version that meets the other criteria.
     type: str
   accelerator:
     description:
@@ -68,8 +72,8 @@ options:
     default: private
   details:
     description:
-      - Return a dictionary with the URI and the image's facts (registry, registry_id, tag, version,
-        accelerator, python, cuda, os, end_of_support, ...) instead of the URI alone.
+      - Return a dictionary with the URI and the image's facts (registry, account, region, repository, tag,
+        version, accelerator, python, cuda, os, end_of_support, ...) instead of the URI alone.
     type: bool
     default: false
 seealso:
@@ -89,6 +93,11 @@ EXAMPLES = r"""
   ansible.builtin.set_fact:
     train_image: "{{ lookup('cloudtrain.ec2.dlc_image', instance_type=instance_type, registry='public') }}"
 
+- name: What the train role needs, from the instance type alone (newest supported image)
+  ansible.builtin.set_fact:
+    train_dlc: "{{ lookup('cloudtrain.ec2.dlc_image', instance_type='g4dn.xlarge', region='us-east-1', details=true) }}"
+  # train_dlc.uri, train_dlc.account and train_dlc.region for cloudtrain.ec2.ecr_login
+
 - name: Facts for the login and the pull
   ansible.builtin.set_fact:
     dlc: "{{ lookup('cloudtrain.ec2.dlc_image', framework_version='2.6', instance_type='g5.xlarge',
@@ -101,7 +110,8 @@ _raw:
   description:
     - The image URI, C(<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>) or
       C(public.ecr.aws/deep-learning-containers/<repository>:<tag>).
-    - With O(details=true) a dictionary with keys C(uri), C(registry), C(registry_id), C(region),
+    - With O(details=true) a dictionary with keys C(uri), C(registry), C(registry_id) (also as C(account),
+      the registry's AWS account; both C(null) for ECR Public), C(region),
       C(login_required), C(repository), C(tag), C(version), C(accelerator), C(architecture), C(python),
       C(cuda), C(os), C(end_of_support), C(past_end_of_support).
   type: list

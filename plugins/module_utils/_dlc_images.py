@@ -15,6 +15,7 @@ from ansible_collections.cloudtrain.ec2.plugins.module_utils._dlc_data import IM
 from ansible_collections.cloudtrain.ec2.plugins.module_utils.instance_types import (
     instance_accelerator,
     instance_architecture,
+    instance_kind_examples,
 )
 
 PUBLIC_REGISTRY = "public.ecr.aws/deep-learning-containers"
@@ -119,14 +120,28 @@ def nearest(criteria, framework_version=None, limit=5):
     return sorted(IMAGES, key=score)[:limit]
 
 
+def is_supported(image, today):
+    """Not past its end of patching (eop) on today (a datetime.date)."""
+    return not image["past_eop"] and not (image["eop"] and image["eop"] < today.isoformat())
+
+
+def _no_image_for(instance_type, accelerator, architecture):
+    """Why an instance type gets no image, and the kinds of instance type that would get one."""
+    kinds = sorted({(img["accelerator"], img["architecture"]) for img in IMAGES}, reverse=True)
+    return ("no Deep Learning Containers PyTorch training image runs on %s (%s, %s); instance types that have one: %s"
+            % (instance_type, accelerator, architecture, "; ".join(instance_kind_examples(*k) for k in kinds)))
+
+
 def resolve(framework_version=None, accelerator=None, instance_type=None, python_version=None,
             cuda_version=None, region=None, registry="private", repository=None, os_name=None,
             today=None):
     """Pick one image and return its facts and URI (a dict).
 
-    Unset criteria are free; among the matches the newest version wins (pytorch-training before
-    pytorch on a tie). The instance type sets cpu/gpu and the architecture when accelerator is
-    not given. Raises DLCError naming the nearest valid images when nothing matches.
+    Unset criteria are free. Without a framework version the newest supported image wins (not past
+    its end of patching on today, default the clock's date); only where every match is past it, the
+    newest of them (past_end_of_support tells). With a version, the newest image of it. On a tie,
+    pytorch-training before pytorch. The instance type sets cpu/gpu and the architecture. Raises
+    DLCError naming what would work when nothing matches.
     """
     architecture = None
     if instance_type:
@@ -139,6 +154,8 @@ def resolve(framework_version=None, accelerator=None, instance_type=None, python
             raise DLCError("accelerator '%s' contradicts instance_type %s, which is a %s instance"
                            % (accelerator, instance_type, derived))
         accelerator = derived
+        if not any(i["accelerator"] == accelerator and i["architecture"] == architecture for i in IMAGES):
+            raise DLCError(_no_image_for(instance_type, accelerator, architecture))
     if accelerator not in (None, "cpu", "gpu"):
         raise DLCError("accelerator must be cpu or gpu, not '%s'" % accelerator)
     if registry not in ("private", "public"):
@@ -166,6 +183,9 @@ def resolve(framework_version=None, accelerator=None, instance_type=None, python
             ("repository", repository)) if v)
         raise DLCError("no Deep Learning Containers image matches %s; nearest valid images: %s"
                        % (asked or "the request", "; ".join(describe(i) for i in nearest(criteria, framework_version))))
+    today = today or datetime.date.today()
+    if not framework_version:
+        matches = [img for img in matches if is_supported(img, today)] or matches
     # Newest first; on a tie the classic repository (the blog's) before the newer one.
     image = sorted(matches, key=lambda i: (_version_key(i["full_version"]), i["repository"] == "pytorch-training"),
                    reverse=True)[0]
@@ -181,12 +201,11 @@ def resolve(framework_version=None, accelerator=None, instance_type=None, python
         host = registry_host(account, region)
         uri = "%s/%s:%s" % (host, image["repository"], tag)
 
-    today = today or datetime.date.today()
-    past_eop = bool(image["past_eop"]) or bool(image["eop"] and image["eop"] < today.isoformat())
     return {
         "uri": uri,
         "registry": host,
         "registry_id": account,
+        "account": account,
         "region": region if registry == "private" else None,
         "login_required": registry == "private",
         "repository": image["repository"],
@@ -198,5 +217,5 @@ def resolve(framework_version=None, accelerator=None, instance_type=None, python
         "cuda": image["cuda"],
         "os": image["os"],
         "end_of_support": image["eop"],
-        "past_end_of_support": past_eop,
+        "past_end_of_support": not is_supported(image, today),
     }

@@ -18,6 +18,9 @@ NVIDIA_GPU_FAMILIES = frozenset((
     "p2", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200", "p6-b300", "p6e-gb200",
 ))
 
+# NVIDIA Grace CPUs (arm64) whose family name has no Graviton "g".
+GRACE_FAMILIES = frozenset(("p6e-gb200",))
+
 # <family>.<size>: family = letters, generation digit(s), optional attribute letters,
 # optional "-suffix" (p6-b200, u7i-12tb, m7i-flex).
 _INSTANCE_TYPE = re.compile(r"^(?P<family>(?P<series>[a-z]+)(?P<gen>\d+)(?P<attrs>[a-z]*)(?:-[a-z0-9]+)?)\.(?P<size>[a-z0-9]+)$")
@@ -43,7 +46,17 @@ def instance_accelerator(instance_type):
 
 
 def instance_architecture(instance_type):
-    """'arm64' for Graviton types (a 'g' among the attribute letters: m7g, c6gn, g5g), else 'x86_64'."""
+    """'arm64' for Graviton types (a 'g' among the attribute letters: m7g, c6gn, g5g) and Grace ones
+    (p6e-gb200), else 'x86_64'."""
     parts = parse_instance_type(instance_type)
     # The leading "g" of GPU families is the series, not an attribute: g4dn is x86_64, g5g is arm64.
-    return "arm64" if "g" in parts["attrs"] else "x86_64"
+    return "arm64" if "g" in parts["attrs"] or parts["family"] in GRACE_FAMILIES else "x86_64"
+
+
+def instance_kind_examples(accelerator, architecture):
+    """Words for the instance types of one kind, e.g. 'arm64 GPU types (g5g)', for messages."""
+    if accelerator == "gpu":
+        families = sorted(f for f in NVIDIA_GPU_FAMILIES if instance_architecture(f + ".xlarge") == architecture)
+        return "%s NVIDIA GPU types (%s)" % (architecture, ", ".join(families))
+    examples = "m7g, c7g, r7g" if architecture == "arm64" else "m7i, c7i, r7i, m6i, c6i, t3"
+    return "%s CPU types (%s, ...)" % (architecture, examples)

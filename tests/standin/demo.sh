@@ -14,7 +14,7 @@ data="$repo/.cache/demo/data"
 artifacts="${ARTIFACTS_DIR:-$repo/artifacts}"
 
 echo "== data: MNIST split in $data"
-"$bin/python" training/make_mnist_split.py --source "$repo/../shared/data/mnist" --dest "$data"
+"$bin/python" hacking/make_mnist_split.py --source "$repo/../shared/data/mnist" --dest "$data"
 
 echo "== stand-in: emulator, registry, instance"
 # STANDIN_INSTANCE: another instance container than the default one (its vars file is its own).

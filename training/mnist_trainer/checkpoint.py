@@ -1,14 +1,8 @@
-"""Atomic checkpoints that hold everything an exact resume needs.
+"""Checkpoints with everything an exact resume needs, and the checks before resuming one.
 
-A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed over
-its final name: a reader (or a run killed mid-write) sees either the old file or the new one, never
-half of one. Names sort by progress: checkpoint-<epoch>-<step>.pt means "continue with batch
-<step> of epoch <epoch>" (step 0: the epoch has not started).
+checkpoint-<E>-<S>.pt means "continue with batch S of epoch E", so the names sort by progress.
 """
-from __future__ import annotations
-
 import os
-import random
 import re
 import tempfile
 from pathlib import Path
@@ -16,11 +10,10 @@ from pathlib import Path
 import torch
 
 from .errors import BadInput
-from .model import MODEL_NAME, signature
 
-FORMAT = "cloudtrain-mnist-checkpoint"
-VERSION = 1
+FORMAT, VERSION = "cloudtrain-mnist-checkpoint", 2
 NAME_RE = re.compile(r"^checkpoint-(\d{4,})-(\d{6,})\.pt$")
+AGAIN = "remove it, use another --checkpoint-dir, or pass --no-resume to start over"
 
 
 def checkpoint_name(epoch: int, step: int) -> str:
@@ -29,34 +22,24 @@ def checkpoint_name(epoch: int, step: int) -> str:
 
 def list_checkpoints(folder: Path) -> list:
     """This trainer's checkpoints in folder, oldest first."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.iterdir():
-        match = NAME_RE.match(path.name)
-        if match:
-            found.append(((int(match.group(1)), int(match.group(2))), path))
-    return [item[1] for item in sorted(found)]
+    found = [(tuple(map(int, m.groups())), p) for p in (folder.iterdir() if folder.is_dir() else [])
+             if (m := NAME_RE.match(p.name))]
+    return [path for _progress, path in sorted(found)]
 
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def signature(state_dict) -> dict:
+    """Parameter names and shapes: what a checkpoint must match to belong to this model."""
+    return {name: list(tensor.shape) for name, tensor in state_dict.items()}
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+def first_line(exc: Exception) -> str:
+    """The error on one line, at most 200 characters (torch's can span many)."""
+    return f"no {exc}" if isinstance(exc, KeyError) else (" ".join(str(exc).split()) or type(exc).__name__)[:200]
 
 
 def save(folder: Path, payload: dict, keep: int) -> Path:
-    """Write payload atomically as the checkpoint for (epoch, step); keep the newest `keep` files."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write payload under its (epoch, step) name, keep the newest `keep`. Written to a temporary name,
+    fsynced, renamed: a reader (or a run killed mid-write) sees the old file or the new, never half."""
     path = folder / checkpoint_name(payload["epoch"], payload["step"])
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
     try:
@@ -66,52 +49,57 @@ def save(folder: Path, payload: dict, keep: int) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
-    for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
+    for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
 
-def _torch_load(path: Path):
-    # torch 2.x: weights_only refuses pickled code; our checkpoints hold only tensors and plain data.
-    # torch 1.13 has the flag but its unpickler cannot read floats (opcode BINFLOAT), so it gets a
-    # plain load there (the checkpoint folder is the trainer's own).
-    if int(torch.__version__.split(".")[0]) >= 2:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    return torch.load(path, map_location="cpu")
+def resume(path: Path, settings: dict, net, optimizer, scheduler, scaler):
+    """Load a checkpoint into the live objects; (epoch, step, history, partial, trained_seconds).
 
-
-def load(path: Path, model_state: dict) -> dict:
-    """Read a checkpoint and check it belongs to this trainer and model; BadInput otherwise."""
+    BadInput (one line, no traceback) unless it is this trainer's, for this model, made with these
+    settings, and consistent.
+    """
     try:
-        payload = _torch_load(path)
-    except Exception as exc:  # noqa: BLE001 (pickle, zip and IO errors all mean "unreadable")
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BadInput(f"cannot read checkpoint {path}: {first}") from None
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
+    except Exception as exc:  # noqa: BLE001 (pickle, zip and I/O errors all mean "unreadable")
+        raise BadInput(f"cannot read checkpoint {path}: {first_line(exc)}; {AGAIN}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise BadInput(f"{path} is not a checkpoint of this trainer (remove it or pass --no-resume)")
-    if payload.get("model_name") != MODEL_NAME or payload.get("signature") != signature(model_state):
-        raise BadInput(
-            f"checkpoint {path} is from another model ({payload.get('model_name')}); "
-            "remove it, use another --checkpoint-dir, or pass --no-resume"
-        )
-    return payload
+        raise BadInput(f"{path} is not a checkpoint of this trainer; {AGAIN}")
+    if payload.get("signature") != signature(net.state_dict()):
+        raise BadInput(f"checkpoint {path} is from another model; {AGAIN}")
+    saved = payload.get("settings") if isinstance(payload.get("settings"), dict) else {}
+    changed = [f"{key} {saved.get(key)} -> {value}" for key, value in settings.items() if saved.get(key) != value]
+    if changed:
+        raise BadInput(f"checkpoint {path} was made with other settings ({', '.join(changed)}); use the same "
+                       "settings (only --epochs may change), or pass --no-resume to start over")
+    try:
+        net.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        scaler.load_state_dict(payload["scaler"])
+        for param, state in optimizer.state.items():  # load_state_dict does not check the shapes
+            if any(state[key].shape != param.shape for key in ("square_avg", "acc_delta")):
+                raise ValueError("the optimizer state does not fit the model")
+        epoch, step, history = payload["epoch"], payload["step"], payload["history"]
+        if not (isinstance(epoch, int) and isinstance(step, int) and epoch >= 1 and step >= 0
+                and isinstance(history, list) and len(history) == epoch - 1):
+            raise ValueError(f"epoch {epoch!r}, step {step!r} and the history disagree")
+        partial = {key: float(payload["partial"][key]) for key in ("loss_sum", "samples", "train_seconds")}
+        trained_seconds = float(payload["trained_seconds"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        if "accel" in payload["rng"] and torch.accelerator.is_available():
+            getattr(torch, torch.accelerator.current_accelerator().type).set_rng_state(payload["rng"]["accel"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        raise BadInput(f"checkpoint {path} is inconsistent ({first_line(exc)}); {AGAIN}") from None
+    return epoch, step, history, partial, trained_seconds
 
 
-def payload(model_state, optimizer, scheduler, epoch, step, extra: dict) -> dict:
-    body = {
-        "format": FORMAT,
-        "version": VERSION,
-        "model_name": MODEL_NAME,
-        "signature": signature(model_state),
-        "model": {k: v.detach().cpu() for k, v in model_state.items()},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "epoch": epoch,
-        "step": step,
-        "rng": rng_state(),
-    }
-    body.update(extra)
-    return body
+def rng_state(device: torch.device) -> dict:
+    """The generators that draw the dropout masks: the CPU's, and the accelerator's when training there."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type != "cpu":
+        state["accel"] = getattr(torch, device.type).get_rng_state(device)
+    return state

@@ -1,11 +1,7 @@
-"""The model of pytorch/examples mnist/main.py, unchanged (the user's expectation)."""
-from __future__ import annotations
-
+"""The model of pytorch/examples mnist/main.py, unchanged."""
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-MODEL_NAME = "pytorch-examples-mnist-net"
 
 
 class Net(nn.Module):
@@ -32,8 +28,3 @@ class Net(nn.Module):
         x = self.fc2(x)
         output = F.log_softmax(x, dim=1)
         return output
-
-
-def signature(state_dict) -> dict:
-    """Parameter names and shapes: what a checkpoint must match to belong to this model."""
-    return {name: list(tensor.shape) for name, tensor in state_dict.items()}

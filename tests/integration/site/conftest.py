@@ -19,7 +19,7 @@ def _needs_docker():
 def standin(aws_emulator):
     """`standin.py up` for INSTANCE, the MNIST split; yields the play variables file."""
     _needs_docker()
-    subprocess.run([str(BIN / "python"), str(REPO / "training" / "make_mnist_split.py"),
+    subprocess.run([str(BIN / "python"), str(REPO / "hacking" / "make_mnist_split.py"),
                     "--source", str(REPO.parent / "shared" / "data" / "mnist"), "--dest", str(DATA)],
                    check=True, capture_output=True)
     subprocess.run([str(BIN / "python"), str(STANDIN / "standin.py"), "up", "--instance-name", INSTANCE],

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from trainer_helpers import run_train
 
-import make_mnist_split  # found through trainer_helpers, which puts training/ on sys.path
+import make_mnist_split  # found through trainer_helpers, which puts hacking/ on sys.path
 
 
 @pytest.fixture(scope="session")

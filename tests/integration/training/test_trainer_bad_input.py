@@ -5,6 +5,7 @@ Two cases run the real command line in a subprocess; the rest call train.py's ma
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -13,7 +14,7 @@ import torch
 from trainer_helpers import SMALL, load_cli, run_train
 
 from mnist_trainer import checkpoint as ckpt
-from mnist_trainer.errors import EXIT_BAD_INPUT
+from mnist_trainer.errors import EXIT_BAD_INPUT, EXIT_DIVERGED
 
 
 CLI = load_cli()
@@ -94,13 +95,23 @@ def test_unwritable_output_dir(mnist_data, tmp_path, capsys):
 
 def test_checkpoint_from_another_model(mnist_data, tmp_path, capsys):
     other = torch.nn.Linear(784, 10)
-    payload = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "model_name": "logistic-regression",
-               "signature": {k: list(v.shape) for k, v in other.state_dict().items()},
+    payload = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "signature": ckpt.signature(other.state_dict()),
                "model": other.state_dict(), "epoch": 2, "step": 0}
     (tmp_path / "checkpoints").mkdir()
     torch.save(payload, tmp_path / "checkpoints" / ckpt.checkpoint_name(2, 0))
     proc = run_in_process(capsys, mnist_data, "--output-dir", str(tmp_path), *SMALL)
     assert_one_line_error(proc, "another model")
+
+
+def test_checkpoint_with_a_valid_header_but_wrong_contents(mnist_data, tmp_path, capsys):
+    first = run_in_process(capsys, mnist_data, "--output-dir", str(tmp_path), "--epochs", "1", *SMALL)
+    assert first.returncode == 0, first.stderr
+    path = tmp_path / "checkpoints" / ckpt.checkpoint_name(2, 0)
+    payload = torch.load(path, weights_only=True)
+    payload["optimizer"]["state"][2]["acc_delta"] = torch.zeros(5)  # conv2's state, the wrong shape
+    torch.save(payload, path)
+    proc = run_in_process(capsys, mnist_data, "--output-dir", str(tmp_path), "--epochs", "2", *SMALL)
+    assert_one_line_error(proc, "is inconsistent", "optimizer state does not fit")
 
 
 def test_file_that_is_not_a_checkpoint(mnist_data, tmp_path, capsys):
@@ -110,6 +121,18 @@ def test_file_that_is_not_a_checkpoint(mnist_data, tmp_path, capsys):
     assert_one_line_error(proc, "not a checkpoint of this trainer")
 
 
-def test_target_accuracy_out_of_range(mnist_data, tmp_path, capsys):
-    proc = run_in_process(capsys, mnist_data, "--output-dir", str(tmp_path), "--target-accuracy", "98")
-    assert_one_line_error(proc, "--target-accuracy")
+def test_infinite_learning_rate_on_the_command_line(mnist_data, tmp_path):
+    proc = run_train(mnist_data, "--output-dir", str(tmp_path), "--lr", "inf")
+    assert_one_line_error(proc, "--lr", "positive finite number")
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_diverged_run_stops_with_its_own_code_and_valid_json(mnist_data, tmp_path, capsys):
+    proc = run_in_process(capsys, mnist_data, "--output-dir", str(tmp_path), "--epochs", "2", "--lr", "1e20", *SMALL)
+    assert proc.returncode == EXIT_DIVERGED, proc.stderr
+    assert "training diverged" in proc.stderr and "Traceback" not in proc.stderr
+    text = (tmp_path / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    summary = json.loads(text)
+    assert summary["stopped_reason"] == "diverged" and summary["final_accuracy"] is None
+    assert not list((tmp_path / "checkpoints").iterdir()) and not (tmp_path / "model.pt").exists()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from trainer_helpers import SMALL, TRAIN_PY, progress_rows, trainer_env
 
-from mnist_trainer.errors import EXIT_PREEMPTED
+from mnist_trainer.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED
 
 EPOCHS = "3"
 
@@ -85,3 +85,45 @@ def test_sigterm_saves_checkpoint_and_resume_is_exact(mnist_data, train, uninter
     assert f"resuming from {saved[-1]}" in resumed.stdout
     assert_same_weights(weights(tmp_path), weights(uninterrupted))
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs_completed"] == int(EPOCHS)
+
+
+def test_other_settings_are_refused_then_no_resume_starts_over(train, tmp_path):
+    first = train("--output-dir", str(tmp_path), "--epochs", "1", *SMALL)
+    assert first.returncode == 0, first.stderr
+    changed = train("--output-dir", str(tmp_path), "--epochs", "2", "--lr", "0.5", "--batch-size", "32", *SMALL)
+    assert changed.returncode == EXIT_BAD_INPUT
+    assert changed.stderr.strip().splitlines() == [changed.stderr.strip()]  # one line
+    assert "lr 1.0 -> 0.5" in changed.stderr and "batch_size 64 -> 32" in changed.stderr
+    fresh = train("--output-dir", str(tmp_path), "--epochs", "1", "--lr", "0.5", "--no-resume", *SMALL)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "removed 1 old checkpoint(s)" in fresh.stdout
+    assert json.loads((tmp_path / "metrics.json").read_text())["lr"] == 0.5
+
+
+def test_other_training_data_is_refused(train, tmp_path):
+    assert train("--output-dir", str(tmp_path), "--epochs", "1", *SMALL).returncode == 0
+    other = train("--output-dir", str(tmp_path), "--epochs", "2", *SMALL[:1], "320", *SMALL[2:])
+    assert other.returncode == EXIT_BAD_INPUT and "train_data 640 images" in other.stderr
+
+
+def test_dry_run_writes_no_checkpoint_and_reads_none(train, tmp_path):
+    dry = train("--output-dir", str(tmp_path), "--dry-run", *SMALL)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["stopped_reason"] == "dry_run"
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))
+    real = train("--output-dir", str(tmp_path), "--epochs", "1", *SMALL)
+    assert real.returncode == 0 and "resuming" not in real.stdout
+    assert [r["epoch"] for r in progress_rows(real.stdout)] == [1]
+    again = train("--output-dir", str(tmp_path), "--dry-run", *SMALL)  # a used folder: still a fresh pass
+    assert again.returncode == 0 and "resuming" not in again.stdout
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["checkpoint-0002-000000.pt"]
+
+
+def test_folders_from_the_environment(mnist_data, tmp_path):
+    env = dict(trainer_env(), CLOUDTRAIN_DATA_DIR=str(mnist_data), CLOUDTRAIN_OUTPUT_DIR=str(tmp_path / "out"),
+               CLOUDTRAIN_CHECKPOINT_DIR=str(tmp_path / "ckpt"))
+    proc = subprocess.run([sys.executable, str(TRAIN_PY), "--no-download", "--epochs", "1", *SMALL],
+                          capture_output=True, text=True, timeout=300, env=env, check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "metrics.json").is_file()
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["checkpoint-0002-000000.pt"]

@@ -10,8 +10,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 TRAINING = REPO / "training"
 TRAIN_PY = TRAINING / "train.py"
-if str(TRAINING) not in sys.path:
-    sys.path.insert(0, str(TRAINING))
+for folder in (TRAINING, REPO / "hacking"):  # mnist_trainer, make_mnist_split
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 # Small runs: behaviour, not accuracy (the full-split run is in test_trainer_run.py).
 SMALL = ["--limit-train", "640", "--limit-test", "200", "--log-interval", "5"]

@@ -99,14 +99,40 @@ def test_the_blog_images_exactly():
     assert dlc.resolve("2.4.0", accelerator="gpu", region="us-east-1")["past_end_of_support"] is True
 
 
-def test_default_is_the_newest_version_for_the_accelerator():
-    def newest(accelerator):
-        versions = [tuple(int(p) for p in yaml.safe_load(p.read_text())["tags"][0].split("-")[0].split("."))
-                    for p in REFERENCE.glob("*/*.yml")
-                    if yaml.safe_load(p.read_text())["accelerator"] == accelerator and "arm64" not in p.name]
-        return ".".join(str(n) for n in max(versions))
-    assert dlc.resolve(accelerator="gpu", region="us-east-1")["version"] == newest("gpu")
-    assert dlc.resolve(accelerator="cpu", region="us-east-1")["version"] == newest("cpu")
+def _newest_reference_version(accelerator, architecture="x86_64", today=None):
+    """The newest version in the reference files for accelerator/architecture, supported on today if given."""
+    versions = []
+    for path in REFERENCE.glob("*/*.yml"):
+        doc = yaml.safe_load(path.read_text())
+        if doc["accelerator"] == accelerator and ("arm64" in path.name) == (architecture == "arm64"):
+            if today is None or today.isoformat() <= doc["eop"]:
+                versions.append(tuple(int(p) for p in doc["tags"][0].split("-")[0].split(".")))
+    return ".".join(str(n) for n in max(versions)) if versions else None
+
+
+@pytest.mark.parametrize("accelerator", ["cpu", "gpu"])
+def test_default_is_the_newest_supported_version(accelerator):
+    today = datetime.date(2026, 12, 1)
+    image = dlc.resolve(accelerator=accelerator, region="us-east-1", today=today)
+    assert image["version"] == _newest_reference_version(accelerator, today=today)
+    assert image["past_end_of_support"] is False
+    # The role's call: no version, no Python, no repository (empty strings count as not given).
+    assert dlc.resolve(framework_version="", accelerator=accelerator, python_version="", repository="",
+                       region="us-east-1", today=today)["uri"] == image["uri"]
+
+
+def test_default_reads_the_clock():
+    today = datetime.date.today()
+    newest = _newest_reference_version("gpu", today=today) or _newest_reference_version("gpu")
+    assert dlc.resolve(accelerator="gpu", region="us-east-1")["version"] == newest
+
+
+def test_only_unsupported_matches_give_the_newest_of_them_flagged():
+    image = dlc.resolve(accelerator="gpu", python_version="3.11", region="us-east-1", today=datetime.date(2026, 12, 1))
+    assert image["uri"] == BLOG_GPU and image["past_end_of_support"] is True
+    # Once every image is past its end of patching, the newest one is still named (and flagged).
+    late = dlc.resolve(accelerator="gpu", region="us-east-1", today=datetime.date(2030, 1, 1))
+    assert late["version"] == _newest_reference_version("gpu") and late["past_end_of_support"] is True
 
 
 def test_instance_type_decides_accelerator_and_architecture():
@@ -114,15 +140,39 @@ def test_instance_type_decides_accelerator_and_architecture():
     assert dlc.resolve(instance_type="m7i.large", region="us-east-1")["accelerator"] == "cpu"
     # g4ad has AMD GPUs: a CUDA image would not run, so it counts as cpu.
     assert dlc.resolve(instance_type="g4ad.xlarge", region="us-east-1")["accelerator"] == "cpu"
-    graviton = dlc.resolve(instance_type="g5g.xlarge", region="us-east-1")
-    assert graviton["repository"] == "pytorch-training-arm64"
-    assert graviton["architecture"] == "arm64"
+
+
+@pytest.mark.parametrize("instance_type", ["g5g.xlarge", "g5g.16xlarge", "p6e-gb200.36xlarge"])
+def test_arm64_gpu_types_get_the_arm64_image(instance_type):
+    image = dlc.resolve(instance_type=instance_type, region="us-east-1", today=datetime.date(2026, 12, 1))
+    assert image["repository"] == "pytorch-training-arm64" and image["architecture"] == "arm64"
+    assert image["uri"] == ("763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training-arm64:"
+                            "2.7.0-gpu-py312-cu128-ubuntu22.04-ec2")
+    assert image["past_end_of_support"] is True  # the only arm64 image; eop 2026-04-23
+
+
+@pytest.mark.parametrize("instance_type", ["m7g.large", "c6gn.xlarge", "t4g.micro"])
+def test_a_type_without_an_image_is_refused_with_what_would_work(instance_type):
+    with pytest.raises(dlc.DLCError) as err:
+        dlc.resolve(instance_type=instance_type, region="us-east-1")
+    text = str(err.value)
+    assert text.startswith(f"no Deep Learning Containers PyTorch training image runs on {instance_type} (cpu, arm64)")
+    assert "arm64 NVIDIA GPU types (g5g, p6e-gb200)" in text and "g4dn" in text and "x86_64 CPU types (m7i" in text
+
+
+def test_details_name_account_region_repository_tag_and_version():
+    image = dlc.resolve(instance_type="g4dn.xlarge", region="eu-central-2", today=datetime.date(2026, 12, 1))
+    assert image["account"] == image["registry_id"] == "380420809688"
+    assert image["region"] == "eu-central-2"
+    assert image["uri"] == f"{image['registry']}/{image['repository']}:{image['tag']}"
+    assert image["uri"].startswith("380420809688.dkr.ecr.eu-central-2.amazonaws.com/")
+    assert image["tag"].startswith(image["version"] + "-")
 
 
 def test_public_registry_needs_no_region_or_login():
     image = dlc.resolve("2.6.0", accelerator="gpu", registry="public")
     assert image["uri"] == "public.ecr.aws/deep-learning-containers/pytorch-training:2.6.0-gpu-py312-cu126-ubuntu22.04-ec2"
-    assert image["login_required"] is False and image["registry_id"] is None
+    assert image["login_required"] is False and image["registry_id"] is None and image["account"] is None
 
 
 def test_end_of_support_follows_the_clock():
@@ -166,12 +216,15 @@ def test_bad_requests_say_why(kwargs, message):
 
 
 def test_lookup_plugin_through_ansible(tmp_path):
-    """The lookup as a playbook sees it: the URI, then a failure with the nearest images."""
+    """The lookup as a playbook sees it: the URI, the details for g5g (with a warning), then a failure."""
     playbook = tmp_path / "dlc.yml"
     playbook.write_text(
         "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
         "    - ansible.builtin.debug:\n"
         "        msg: \"URI={{ lookup('cloudtrain.ec2.dlc_image', '2.4.0', instance_type='g4dn.xlarge', region='us-east-1') }}\"\n"
+        "    - ansible.builtin.debug:\n"
+        "        msg: \"ARM={{ lookup('cloudtrain.ec2.dlc_image', instance_type='g5g.xlarge', region='eu-west-1',"
+        " details=true).repository }}\"\n"
         "    - ansible.builtin.debug:\n"
         "        msg: \"{{ lookup('cloudtrain.ec2.dlc_image', '2.5', accelerator='gpu', region='us-east-1') }}\"\n"
     )
@@ -180,5 +233,6 @@ def test_lookup_plugin_through_ansible(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False)
     out = proc.stdout + proc.stderr
     assert f"URI={BLOG_GPU}" in out
+    assert "ARM=pytorch-training-arm64" in out and "is past its end of support" in out
     assert proc.returncode == 2, out
     assert "nearest valid images" in out and "2.6.0-gpu-py312-cu126-ubuntu22.04-ec2" in out

@@ -1,4 +1,4 @@
-"""The trainer's unit tests import training/ (make_mnist_split, mnist_trainer) directly."""
+"""The trainer's unit tests import training/mnist_trainer and hacking/make_mnist_split directly."""
 from __future__ import annotations
 
 import sys
@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-TRAINING = Path(__file__).resolve().parents[3] / "training"
-if str(TRAINING) not in sys.path:
-    sys.path.insert(0, str(TRAINING))
+REPO = Path(__file__).resolve().parents[3]
+for folder in (REPO / "training", REPO / "hacking"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 import make_mnist_split  # noqa: E402
 
