@@ -115,7 +115,7 @@ def _assert_refused_before_launch(result, run_name: str, message: str) -> None:
     assert instance_states(run_name) == []  # nothing was created
 
 
-def test_bad_code_input_is_refused_before_anything_is_created(aws, standin, tmp_path, subdir_repo):
+def test_bad_input_is_refused_before_anything_is_created(aws, standin, tmp_path, subdir_repo):
     missing = tmp_path / "no-such-repo"
     _assert_refused_before_launch(run_site(standin, "bad-repo", tmp_path, train_repo=str(missing)),
                                   "bad-repo", f"train_repo {missing} is not a git repository or bundle")
@@ -125,6 +125,9 @@ def test_bad_code_input_is_refused_before_anything_is_created(aws, standin, tmp_
     _assert_refused_before_launch(run_site(standin, "bad-subdir", tmp_path, train_repo=str(subdir_repo),
                                            train_version="v1", train_subdir="examples/huge"),
                                   "bad-subdir", "train_subdir examples/huge does not exist at v1")
+    # No PyTorch training image runs on a Graviton CPU type.
+    _assert_refused_before_launch(run_site(standin, "bad-type", tmp_path, instance_type="m7g.large"),
+                                  "bad-type", "no Deep Learning Containers PyTorch training image runs on m7g.large")
 
 
 def test_failures_bring_the_log_and_partial_outputs_home(aws, standin, tmp_path, subdir_repo):
