@@ -47,6 +47,7 @@ _TS_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z (.*)$")
 _MAX_CONNECTION_ERRORS = 5
 # Exit codes with a known meaning, said next to the number.
 EXIT_MEANINGS = {
+    2: "bad arguments or input (a usage error, as argparse reports it)",
     75: "stopped after writing a checkpoint (SIGTERM); a re-run resumes",
     126: "the command cannot be executed",
     127: "the command was not found in the image",
