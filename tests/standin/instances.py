@@ -89,7 +89,7 @@ def clients():
 
     session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
                                     region_name=REGION)
-    return {name: session.client(name, endpoint_url=emulator.URL) for name in ("ec2", "iam", "sts")}
+    return {name: session.client(name, endpoint_url=emulator.URL) for name in ("ec2", "iam", "sts", "ssm")}
 
 
 def containers() -> dict[str, str]:

@@ -247,6 +247,11 @@ def _only(args) -> set[str]:
 
 def cmd_down(args) -> None:
     only = _only(args)
+    if args.instance_name:
+        # Older callers dropping "their" instance: a run's instances go with its teardown now, and
+        # the reconciler serves everyone; only their vars file goes.
+        vars_path(args.instance_name).unlink(missing_ok=True)
+        only.discard("instances")
     if "instances" in only:
         down_instances()
     if "registry" in only:
