@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import traceback
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -505,7 +505,7 @@ def stop_daemon() -> None:
     pid = daemon_pid()
     if pid:
         os.killpg(pid, 15)
-        for _ in range(50):
+        for _attempt in range(50):
             if daemon_pid() is None:
                 break
             time.sleep(0.1)

@@ -20,7 +20,7 @@ RUN apt-get update \
  # The stand-in's endpoints (/etc/environment, read at login) reach root's processes too.
  && echo 'Defaults env_keep += "AWS_EC2_METADATA_SERVICE_ENDPOINT AWS_ENDPOINT_URL"' > /etc/sudoers.d/95-cloudtrain-standin \
  && chmod 0440 /etc/sudoers.d/95-cloudtrain-standin \
- && install -D -m 0755 /tmp/instance/cloud-init.py /usr/local/lib/cloudtrain-standin/cloud-init.py \
+ && install -D -m 0644 /tmp/instance/cloud-init.py /usr/local/lib/cloudtrain-standin/cloud-init.py \
  && install -m 0644 /tmp/instance/cloud-init.service /tmp/instance/cloud-final.service /etc/systemd/system/ \
  && systemctl enable cloud-init.service cloud-final.service ssh.service \
  && rm -rf /tmp/instance \

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """What cloud-init does on an EC2 instance, the parts the collection relies on.
 
     cloud-init.py init    (before sshd)  host keys and the key pair's public half for the login user,
