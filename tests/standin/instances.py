@@ -315,7 +315,7 @@ class Fleet:
         for instance_id, state in have.items():
             if instance_id not in known and not (instance_id in self.busy and self.busy[instance_id].is_alive()):
                 log(f"{instance_id}: not in the emulator any more: removing its container")
-                self._in_background(instance_id, self.remove)
+                self._in_background(instance_id, self.remove, instance_id)
         for instance_id in list(self.servers):
             inst = known.get(instance_id)
             if inst is None or inst["State"]["Name"] not in LIVE:
