@@ -1,18 +1,21 @@
-"""Time the local demo phase by phase and print the orchestration overhead.
+"""Time the local demo phase by phase, cold and warm side by side, and print the orchestration overhead.
 
     .venv/bin/python bench/demo_phases.py [--epochs N] [--limit-train N]
 
 What it does, timed one step at a time on this machine:
   1. the MNIST split (make_mnist_split.py)
-  2. `standin.py up` (emulator, registry, instance container). Image builds are cached by content:
-     the script runs it once untimed first so that a cold cache does not count, then times the
-     cached start that a second demo pays.
-  3. ansible-playbook site.yml with the demo variables (tests/standin/demo.yml) and train_force, so
-     training really runs again; its summary (-e summary_file) gives the wall time per phase
-     (provision, docker, train, teardown) and the seconds the training container ran.
-Overhead = the playbook's wall time - the time inside training. Two measures of "inside training"
-are printed side by side: the container's run time (docker State StartedAt..FinishedAt: Python and
-torch start-up included) and the sum of the trainer's own epoch times (metrics.jsonl).
+  2. `standin.py up` (emulator, registry, the instances' reconciler). Image builds are cached by
+     content: the script runs it once untimed first so that a cold cache does not count, then times
+     the cached start that a second demo pays.
+  3. ansible-playbook site.yml with the demo variables (tests/standin/demo.yml) twice:
+     cold: the run's instance terminated first, so a fresh instance boots (Docker to install, the
+           training image to pull; the stand-in's images are cached);
+     warm: the same run again, its instance stopped by the cold run: started again, image on disk.
+     train_force makes training really run both times; each run's summary (-e summary_file) gives
+     the wall time per phase (provision, docker, train, teardown) and the seconds the training
+     container ran.
+Overhead = the playbook's wall time - the time inside training (the container's run time:
+Python and torch start-up included; and the sum of the trainer's own epoch times, metrics.jsonl).
 """
 from __future__ import annotations
 
@@ -42,6 +45,27 @@ def timed(cmd: list[str], env: dict | None = None, quiet: bool = True) -> tuple[
     return elapsed, proc
 
 
+def run_site(python: str, args, data: Path, vars_file: Path, tmp: Path, label: str) -> dict:
+    summary_file = tmp / f"summary-{label}.json"
+    artifacts = tmp / f"artifacts-{label}"
+    train_args = ["--threads", "2"] + (["--limit-train", str(args.limit_train)] if args.limit_train else [])
+    extra = {"run_name": args.run_name, "epochs": args.epochs, "train_args": train_args, "train_force": True,
+             "data_src": str(data), "artifacts_dir": str(artifacts), "summary_file": str(summary_file)}
+    env = dict(os.environ, **emulator.CLIENT_ENV, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    cmd = [str(BIN / "ansible-playbook"), "site.yml", "-e", "@tests/standin/demo.yml",
+           "-e", "@" + str(vars_file), "-e", json.dumps(extra)]
+    playbook_s, proc = timed(cmd, env=env)
+    summary = json.loads(summary_file.read_text())
+    if summary.get("outcome") != "succeeded":
+        raise SystemExit(f"the {label} run failed: {summary.get('error')}")
+    epochs = [json.loads(line) for line in (artifacts / args.run_name / "metrics.jsonl").read_text().splitlines()
+              if line.strip()]
+    pulled = re.search(r"TASK \[cloudtrain\.ec2\.train : Pull the training image\][^\n]*\n(\w+):", proc.stdout)
+    return {"playbook": playbook_s, "phases": summary["phase_seconds"], "instance": summary["instances"][0],
+            "states": summary["instance_states"], "epoch_s": sum(float(e.get("seconds", 0)) for e in epochs),
+            "pull": pulled.group(1) if pulled else "?"}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--epochs", type=int, default=2, help="epochs (default 2, as the demo)")
@@ -53,56 +77,35 @@ def main() -> int:
     state = Path(os.environ.get("CLOUDTRAIN_STANDIN_STATE", REPO / ".cache" / "standin"))
     python = str(BIN / "python")
 
-    rows: list[tuple[str, float]] = []
-    t, _output = timed([python, "hacking/make_mnist_split.py", "--source", str(REPO.parent / "shared" / "data" / "mnist"),
-                        "--dest", str(data)])
-    rows.append(("data split", t))
-    # STANDIN_INSTANCE: another instance container than the default one, as for tests/standin/demo.sh.
-    instance = os.environ.get("STANDIN_INSTANCE", "")
-    up = [python, "tests/standin/standin.py", "up"] + (["--instance-name", instance] if instance else [])
+    t_split, _output = timed([python, "hacking/make_mnist_split.py", "--source",
+                              str(REPO.parent / "shared" / "data" / "mnist"), "--dest", str(data)])
+    up = [python, "tests/standin/standin.py", "up"]
     timed(up, quiet=False)  # warm-up: builds images on a cold cache
-    t, _output = timed(up)
-    rows.append(("stand-in up (images cached)", t))
-
+    t_up, _output = timed(up)
+    env = dict(os.environ, **emulator.CLIENT_ENV, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    # Cold: no instance of the run left (terminated, with its key pair and the rest).
+    timed([str(BIN / "ansible-playbook"), "playbooks/teardown.yml", "-e", f"run_name={args.run_name}",
+           "-e", "action=terminate", "-e", "delete_resources=true"], env=env)
     with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
-        summary_file = Path(tmp) / "summary.json"
-        artifacts = Path(tmp) / "artifacts"
-        train_args = ["--threads", "2"] + (["--limit-train", str(args.limit_train)] if args.limit_train else [])
-        extra = {"run_name": args.run_name, "epochs": args.epochs, "train_args": train_args, "train_force": True,
-                 "data_src": str(data), "artifacts_dir": str(artifacts), "summary_file": str(summary_file)}
-        env = dict(os.environ, **emulator.CLIENT_ENV, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-        cmd = [str(BIN / "ansible-playbook"), "site.yml", "-e", "@tests/standin/demo.yml",
-               "-e", "@" + str(state / (f"vars-{instance}.yml" if instance else "vars.yml")), "-e", json.dumps(extra)]
-        playbook_s, proc = timed(cmd, env=env)
-        summary = json.loads(summary_file.read_text())
-        epochs = [json.loads(line) for line in (artifacts / args.run_name / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        runs = {label: run_site(python, args, data, state / "vars.yml", Path(tmp), label) for label in ("cold", "warm")}
 
-    if summary.get("outcome") != "succeeded":
-        raise SystemExit(f"the run failed: {summary.get('error')}")
-    instance = summary["instances"][0]
-    phases = summary["phase_seconds"]
-    container_s = float(instance["seconds_in_training"])
-    epoch_s = sum(float(e.get("seconds", 0)) for e in epochs)
-    recap = re.findall(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+).*?skipped=(\d+)", proc.stdout, re.M)
-
-    for phase in ("provision", "docker", "train", "teardown"):
-        if phase in phases:
-            rows.append((f"site.yml: {phase}", float(phases[phase])))
-    rows.append(("site.yml: whole playbook (ansible-playbook wall time)", playbook_s))
-
-    width = max(len(row[0]) for row in rows)
     print(f"demo phases ({args.epochs} epochs, {'all 8000' if not args.limit_train else args.limit_train} train images, "
-          f"instance {instance['type']} -> {summary['instance_states']})")
-    for name, seconds in rows:
-        print(f"  {name:<{width}}  {seconds:8.1f} s")
-    print(f"  {'inside training: container run time':<{width}}  {container_s:8.1f} s")
-    print(f"  {'inside training: sum of epoch times':<{width}}  {epoch_s:8.1f} s")
-    print(f"orchestration overhead = playbook wall - container run time = {playbook_s - container_s:.1f} s "
-          f"({(playbook_s - container_s) / playbook_s:.0%} of the playbook)")
-    print(f"orchestration overhead = playbook wall - epoch time          = {playbook_s - epoch_s:.1f} s "
-          f"({(playbook_s - epoch_s) / playbook_s:.0%} of the playbook)")
-    print(f"final accuracy {instance['final_accuracy']}; tasks per host (ok/changed/skipped): "
-          + ", ".join(f"{h} {o}/{c}/{s}" for h, o, c, s in recap))
+          f"instance {runs['cold']['instance']['type']})")
+    print(f"  {'data split':<44}  {t_split:8.1f} s")
+    print(f"  {'stand-in up (images cached)':<44}  {t_up:8.1f} s")
+    print(f"  {'':<44}  {'cold':>8}    {'warm':>8}")
+    for phase in ("provision", "docker", "train", "teardown"):
+        print(f"  {'site.yml: ' + phase:<44}  " + "    ".join(f"{float(r['phases'].get(phase, 0)):8.1f}" for r in runs.values()))
+    print(f"  {'site.yml: whole playbook (wall time)':<44}  " + "    ".join(f"{r['playbook']:8.1f}" for r in runs.values()))
+    container = {k: float(r["instance"]["seconds_in_training"]) for k, r in runs.items()}
+    print(f"  {'inside training: container run time':<44}  " + "    ".join(f"{container[k]:8.1f}" for k in runs))
+    print(f"  {'inside training: sum of epoch times':<44}  " + "    ".join(f"{r['epoch_s']:8.1f}" for r in runs.values()))
+    overhead = {k: r["playbook"] - container[k] for k, r in runs.items()}
+    print(f"  {'overhead = wall - container run time':<44}  " + "    ".join(f"{overhead[k]:8.1f}" for k in runs))
+    print(f"  {'training image pull (task status)':<44}  " + "    ".join(f"{r['pull']:>8}" for r in runs.values()))
+    print(f"warm/cold overhead ratio {overhead['warm'] / overhead['cold']:.2f}; same instance: "
+          f"{runs['cold']['instance']['id'] == runs['warm']['instance']['id']}; final states "
+          f"{runs['cold']['states']} / {runs['warm']['states']}; final accuracy {runs['warm']['instance']['final_accuracy']}")
     return 0
 
 

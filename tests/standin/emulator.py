@@ -1,4 +1,4 @@
-"""The local AWS stand-in: moto in server mode on 127.0.0.1.
+"""The local AWS stand-in: moto in server mode on 127.0.0.1 (emulator_server.py).
 
 One process serves every test, the demo and Molecule. `start` reuses a running emulator,
 `reset` empties it, `env` prints the guard-rail environment that points AWS clients at it
@@ -69,9 +69,9 @@ def is_up() -> bool:
         return False
 
 
-def _moto_server() -> str:
-    candidate = Path(sys.executable).with_name("moto_server")
-    return str(candidate) if candidate.exists() else "moto_server"
+def _server_command() -> list[str]:
+    # moto's server plus the public SSM parameters moto lacks (emulator_server.py).
+    return [sys.executable, str(Path(__file__).resolve().with_name("emulator_server.py"))]
 
 
 def start(timeout: float = 60.0) -> None:
@@ -82,7 +82,7 @@ def start(timeout: float = 60.0) -> None:
     env.update(SERVER_ENV)
     with open(LOG_FILE, "ab") as log:
         proc = subprocess.Popen(
-            [_moto_server(), "-H", HOST, "-p", str(PORT)],
+            [*_server_command(), "-H", HOST, "-p", str(PORT)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, start_new_session=True,
         )

@@ -8,7 +8,9 @@
             that works on this machine), no docs, no recommends; `docker import`ed.
 * training: base + a venv with torch/torchvision from this machine's wheels, pip and git (the
             DLC stand-in; recipe images/training.sh, run in a container and committed).
-* instance: base + systemd, python3, sudo and the `ec2-user` login user (the EC2 stand-in).
+* instance: base + systemd, sshd, python3 with a current boto3, sudo, the `ec2-user` login user and
+            a cloud-init stand-in (images/instance/): the EC2 stand-in. Its build context is
+            images/instance/ plus the boto3 wheels, downloaded by the host's pip.
 
 Each tag is a hash of everything that goes into the image (recipe files, the host apt files
 copied in, the parent's tag), so an image is rebuilt only when its inputs change and a warm
@@ -87,11 +89,21 @@ def tags() -> dict[str, str]:
     base = f"{REPO}-base:{_digest(*base_inputs)}"
     out = {"base": base}
     recipe = (RECIPES / "instance.Dockerfile").read_bytes()
-    out["instance"] = f"{REPO}-instance:{_digest(base.encode(), recipe)}"
+    out["instance"] = f"{REPO}-instance:{_digest(base.encode(), recipe, *_context_inputs('instance'))}"
     training = [base.encode(), (RECIPES / "training.sh").read_bytes(),
                 TORCH_VERSION.encode(), TORCHVISION_VERSION.encode()]
     out["training"] = f"{REPO}-training:{_digest(*training)}"
     return out
+
+
+def _context_files(name: str) -> list[Path]:
+    """The files of an image's build context (images/<name>/), if it has one."""
+    folder = RECIPES / name
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+
+def _context_inputs(name: str) -> list[bytes]:
+    return [str(p.relative_to(RECIPES)).encode() + b"\0" + p.read_bytes() for p in _context_files(name)]
 
 
 def exists(image: str) -> bool:
@@ -146,9 +158,23 @@ def _build_base(image: str) -> None:
 
 def _build_derived(name: str, image: str, base: str) -> None:
     dockerfile = (RECIPES / f"{name}.Dockerfile").read_text().replace("{base}", base)
-    # The host daemon has no bridge: builds use the host network (the apt mirror only).
-    subprocess.run([DOCKER, "build", "--network", "host", "-q", "-t", image, "-"],
-                   input=dockerfile.encode(), check=True, stdout=subprocess.DEVNULL)
+    if not _context_files(name):
+        # The host daemon has no bridge: builds use the host network (the apt mirror only).
+        subprocess.run([DOCKER, "build", "--network", "host", "-q", "-t", image, "-"],
+                       input=dockerfile.encode(), check=True, stdout=subprocess.DEVNULL)
+        return
+    with tempfile.TemporaryDirectory(prefix=f"ct-standin-{name}-") as tmp:
+        context = Path(tmp)
+        shutil.copytree(RECIPES / name, context / name)
+        requirements = context / name / "requirements.txt"
+        if requirements.exists():
+            # Wheels fetched by the host's pip (its index and certificates), installed offline inside.
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+                            "--python-version", "3.11", "-d", str(context / name / "wheels"),
+                            "-r", str(requirements)], check=True)
+        (context / "Dockerfile").write_text(dockerfile)
+        subprocess.run([DOCKER, "build", "--network", "host", "-q", "-t", image, str(context)],
+                       check=True, stdout=subprocess.DEVNULL)
 
 
 def _pip_settings() -> tuple[list[str], dict[str, str]]:

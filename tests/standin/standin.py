@@ -1,30 +1,37 @@
 """The whole local stand-in for AWS, started, reused or stopped with one command.
 
-    python tests/standin/standin.py up     [--only emulator,registry,instance] [--fresh]
-                                           [--instance-name NAME] [--training-tag TAG ...]
-    python tests/standin/standin.py down   [--only registry,instance,emulator] [--instance-name NAME]
-    python tests/standin/standin.py status [--instance-name NAME]
-    python tests/standin/standin.py vars   [--instance-name NAME] [--training-tag TAG ...]
+    python tests/standin/standin.py up        [--only emulator,registry,instances] [--training-tag TAG ...]
+    python tests/standin/standin.py down      [--only registry,instances,emulator]
+    python tests/standin/standin.py status    [--json]
+    python tests/standin/standin.py vars      [--training-tag TAG ...]
+    python tests/standin/standin.py interrupt INSTANCE_ID [--notice SECONDS]
 
 `up` brings up, reusing whatever already runs:
-  * the AWS emulator (moto on 127.0.0.1:5055, tests/standin/emulator.py);
+  * the AWS emulator (moto on 127.0.0.1:5055, tests/standin/emulator.py), holding the public SSM
+    parameters of every AMI family the collection reads;
   * the Deep Learning Containers registry (tests/standin/registry.py: docker-registry with TLS
     and htpasswd on 127.0.0.1:443, named 763104351884.dkr.ecr.us-east-1.amazonaws.com, user
     AWS with the password the emulator's ECR hands out) holding the locally built training image
     under the repository:tag that the collection's image resolver picks by default for a CPU
     instance (for example `pytorch:2.13.0-cpu-amzn2023`), plus any --training-tag;
-  * the instance: a systemd container (`ct-standin-instance`) on the host network that plays
-    the EC2 instance; Ansible reaches it with the community.docker.docker connection.
-Images are built once and cached by content (tests/standin/images.py). `--fresh` recreates the
-instance container (a clean "new instance", no Docker installed). `vars` prints, and `up` writes
-to .cache/standin/vars.yml, the variables a play needs to use the stand-in. `down` removes the
-container and stops the registry; cached images and pushed images stay. The emulator is shared
-by everyone on the machine: `down` stops it only when --only names it.
+  * the instances: a reconciler (tests/standin/instances.py) that gives every instance the
+    emulator runs its own systemd container named after the instance id, with sshd on the
+    instance's own loopback address and a metadata service (IMDSv2), and keeps containers and
+    emulator in step both ways (stop, start, terminate, a poweroff inside).
+Images are built once and cached by content (tests/standin/images.py). `vars` prints, and `up`
+writes to $CLOUDTRAIN_STANDIN_STATE/vars.yml (default .cache/standin/), the variables a play needs
+to reach the instances the provision role launches: `-e @vars.yml`. `down` stops the reconciler
+and the instance containers (their disks stay until the emulator forgets the instances) and the
+registry; cached images and pushed images stay. The emulator is shared by everyone on the
+machine: `down` stops it only when --only names it. `interrupt` posts a spot interruption notice
+to the instance's metadata and terminates the instance when the notice runs out, as AWS does.
+`status` lists the instances with their emulator state and container state.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import ssl
@@ -40,6 +47,7 @@ sys.path.insert(0, str(HERE))
 
 import emulator  # noqa: E402
 import images  # noqa: E402
+import instances  # noqa: E402
 import registry  # noqa: E402
 
 REPO = HERE.parents[1]
@@ -73,22 +81,13 @@ def default_training_refs() -> list[str]:
     return [uri.split("/", 1)[1]]
 
 
-INSTANCE_NAME = os.environ.get("CLOUDTRAIN_STANDIN_INSTANCE", "ct-standin-instance")
-INSTANCE_USER = "ec2-user"
-# The nested daemon shares the host's network namespace: no bridge, no iptables, no forwarding.
-# A bridge there would fight the host daemon (started with --bridge=none, which deletes docker0).
+# The nested Docker daemon shares the host's network namespace: no bridge, no iptables, no
+# forwarding. A bridge there would fight the host daemon (started with --bridge=none, which
+# deletes docker0).
 NESTED_DAEMON_OPTIONS = {"bridge": "none", "iptables": False, "ip-masq": False, "ip-forward": False}
-# What an instance profile gives a process on EC2, pointed at the emulator.
-INSTANCE_ENV = {
-    "AWS_ACCESS_KEY_ID": emulator.CLIENT_ENV["AWS_ACCESS_KEY_ID"],
-    "AWS_SECRET_ACCESS_KEY": emulator.CLIENT_ENV["AWS_SECRET_ACCESS_KEY"],
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "AWS_ENDPOINT_URL": emulator.URL,
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-LABEL = "cloudtrain.standin"
-COMPONENTS = ("emulator", "registry", "instance")
+COMPONENTS = ("emulator", "registry", "instances")
+# Older names of the components and options, still accepted.
+ALIASES = {"instance": "instances"}
 
 
 def log(msg: str) -> None:
@@ -153,7 +152,7 @@ def up_registry(tags: list[str]) -> dict:
                           dns_names=[REGISTRY_HOST], ips=[REGISTRY_IP])
     # The instance trusts the registry's CA through a bind-mounted certs.d folder: copied in
     # place so a running instance sees a renewed CA without being recreated.
-    certs = STATE / "instance-certs.d" / REGISTRY_HOST
+    certs = instances.CERTS_D / REGISTRY_HOST
     certs.mkdir(parents=True, exist_ok=True)
     target = certs / "ca.crt"
     data = Path(info["ca_cert"]).read_bytes()
@@ -165,76 +164,50 @@ def up_registry(tags: list[str]) -> dict:
     return info
 
 
-# --------------------------------------------------------------------------- instance
+# --------------------------------------------------------------------------- instances
 
-def _inspect(name: str) -> dict | None:
-    proc = docker("container", "inspect", name, check=False)
-    return json.loads(proc.stdout)[0] if proc.returncode == 0 else None
-
-
-def _wait_for_systemd(name: str, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    state = ""
-    while time.monotonic() < deadline:
-        proc = docker("exec", name, "systemctl", "is-system-running", check=False)
-        state = proc.stdout.strip()
-        if state in ("running", "degraded"):
-            return state
-        time.sleep(0.5)
-    raise SystemExit(f"systemd in {name} did not come up within {timeout:.0f}s (state: {state!r})")
-
-
-def up_instance(name: str, fresh: bool) -> None:
+def up_instances() -> None:
     image = images.build(["instance"])["instance"]
-    current = _inspect(name)
-    if current and not fresh and current["Config"]["Image"] == image and current["State"]["Running"]:
-        return
-    if current:
-        down_instance(name)
-    certs_d = STATE / "instance-certs.d"
-    certs_d.mkdir(parents=True, exist_ok=True)
-    env_args = [a for k, v in INSTANCE_ENV.items() for a in ("-e", f"{k}={v}")]
-    # Everything below replaces --privileged, which cannot start on this kind of machine;
-    # systemd needs the cgroup tree writable, the nested dockerd needs the capabilities and all
-    # devices, and /var/lib/docker must be a real filesystem (overlay2 does not nest on overlay).
-    docker(
-        "run", "-d", "--name", name, "--hostname", name, "--label", f"{LABEL}=instance",
-        "--network", "host", "-e", "container=docker", *env_args,
-        "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
-        "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-        "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
-        "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-        "--security-opt", "systempaths=unconfined", "--device-cgroup-rule", "a *:* rwm",
-        "-v", f"{name}-docker:/var/lib/docker",
-        "-v", f"{certs_d}:/etc/docker/certs.d:ro",
-        # ECR's proxy endpoint for the DLC account resolves to the loopback registry.
-        "--add-host", f"{REGISTRY_HOST}:{REGISTRY_IP}",
-        "--stop-signal", "SIGRTMIN+3",
-        image, "/sbin/init",
-    )
-    # `docker exec` inherits the container's environment (the "instance profile"); sudo keeps
-    # it through the image's sudoers env_keep.
-    _wait_for_systemd(name)
+    instances.CERTS_D.mkdir(parents=True, exist_ok=True)
+    hosts = {REGISTRY_HOST: REGISTRY_IP}
+    code = hashlib.sha256(Path(instances.__file__).read_bytes()).hexdigest()[:12]
+    fingerprint = hashlib.sha256(json.dumps([image, hosts, code, instances.SSH_PORT,
+                                             instances.IMDS_PORT]).encode()).hexdigest()[:16]
+    instances.start_daemon(image, hosts, fingerprint)
 
 
-def down_instance(name: str) -> None:
-    if _inspect(name):
-        docker("rm", "-f", "-v", name)
-    docker("volume", "rm", f"{name}-docker", check=False)
+def down_instances() -> None:
+    """Stop the reconciler and the instance containers (what a power cut does: disks stay)."""
+    instances.stop_daemon()
+    running = [name for name, state in instances.containers().items() if state == "running"]
+    if running:
+        docker("stop", *running, check=False)
 
 
 # --------------------------------------------------------------------------- vars
 
-def play_vars(name: str, tags: list[str]) -> dict:
+def host_vars() -> dict:
+    """Host variables of every instance the provision role adds (templated per instance)."""
+    hv = {
+        # The instance's own loopback address, computed from its id as instances.address() does.
+        "ansible_host": instances.ADDRESS_JINJA,
+        # A new instance, a new host key: keep them out of the user's known_hosts.
+        "ansible_ssh_common_args": "-o UserKnownHostsFile=/dev/null",
+    }
+    if instances.SSH_PORT != 22:
+        hv["ansible_port"] = instances.SSH_PORT
+    return hv
+
+
+def play_vars(tags: list[str]) -> dict:
     images_ = [f"{REGISTRY_HOST}/{ref}" for ref in tags]
     return {
-        "standin_instance_name": name,
-        # Host variables of the instance: the container, over a real Ansible connection.
-        "provision_host_vars": {
-            "ansible_connection": "community.docker.docker",
-            "ansible_host": name,
-            "ansible_user": INSTANCE_USER,
-        },
+        # The provision role's hook for host variables: SSH to the instance's loopback address;
+        # user, key file and become stay the role's (ec2-user, the run's key pair, sudo).
+        "provision_host_vars": host_vars(),
+        # The run's generated private keys: the stand-in's own folder, never the user's ~/.ssh
+        # (another stand-in on the machine has key pairs of the same names).
+        "provision_key_dir": str(STATE / "keys"),
         # The nested Docker daemon must not touch the host's network (see NESTED_DAEMON_OPTIONS).
         "docker_daemon_options": dict(NESTED_DAEMON_OPTIONS),
         "standin_registry": REGISTRY_HOST,
@@ -242,19 +215,20 @@ def play_vars(name: str, tags: list[str]) -> dict:
         "standin_training_image": images_[0],
         "standin_aws_endpoint_url": emulator.URL,
         "standin_region": REGION,
+        "standin_state_dir": str(STATE),
     }
 
 
-def vars_path(name: str) -> Path:
-    # Another instance name (a Molecule scenario's own instance) never overwrites the demo's vars.
-    return STATE / ("vars.yml" if name == INSTANCE_NAME else f"vars-{name}.yml")
+def vars_path(name: str | None = None) -> Path:
+    # --instance-name (older callers): the same variables under their own file name.
+    return STATE / (f"vars-{name}.yml" if name else "vars.yml")
 
 
-def write_vars(name: str, tags: list[str]) -> Path:
+def write_vars(tags: list[str], name: str | None = None) -> Path:
     path = vars_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     # JSON is YAML: readable by include_vars / -e @file without PyYAML here.
-    path.write_text("---\n" + json.dumps(play_vars(name, tags), indent=2) + "\n")
+    path.write_text("---\n" + json.dumps(play_vars(tags), indent=2) + "\n")
     return path
 
 
@@ -267,14 +241,16 @@ def cmd_up(args) -> None:
         emulator.start()
     if "registry" in only:
         up_registry(args.training_tag)
-    if "instance" in only:
-        up_instance(args.instance_name, args.fresh)
-    path = write_vars(args.instance_name, args.training_tag)
+    if "instances" in only:
+        up_instances()
+    path = write_vars(args.training_tag)
+    if args.instance_name:
+        write_vars(args.training_tag, args.instance_name)
     log(f"up ({', '.join(c for c in COMPONENTS if c in only)}) in {time.monotonic() - started:.1f}s; vars in {path}")
 
 
 def _only(args) -> set[str]:
-    only = set(args.only.split(",")) if args.only else set(COMPONENTS)
+    only = {ALIASES.get(c, c) for c in args.only.split(",")} if args.only else set(COMPONENTS)
     unknown = only - set(COMPONENTS)
     if unknown:
         raise SystemExit(f"unknown component(s) {sorted(unknown)}; choose from {COMPONENTS}")
@@ -283,26 +259,72 @@ def _only(args) -> set[str]:
 
 def cmd_down(args) -> None:
     only = _only(args)
-    if "instance" in only:
-        down_instance(args.instance_name)
+    if args.instance_name:
+        # Older callers dropping "their" instance: a run's instances go with its teardown now, and
+        # the reconciler serves everyone; only their vars file goes.
+        vars_path(args.instance_name).unlink(missing_ok=True)
+        only.discard("instances")
+    if "instances" in only:
+        down_instances()
     if "registry" in only:
         registry.stop(REGISTRY_NAME)
     # The emulator is shared by everything on the machine: stopped only when asked for by name.
     if args.only and "emulator" in only:
         emulator.stop()
-    if "instance" in only:
-        vars_path(args.instance_name).unlink(missing_ok=True)
+
+
+def fleet_status() -> list[dict]:
+    """Every instance the emulator knows, with its container's state (absent when it has none)."""
+    have = instances.containers()
+    rows = []
+    if emulator.is_up():
+        ec2 = instances.clients()["ec2"]
+        for res in ec2.describe_instances()["Reservations"]:
+            for inst in res["Instances"]:
+                iid = inst["InstanceId"]
+                notice = instances.interrupt_notice(iid)
+                rows.append({"instance_id": iid, "type": inst["InstanceType"],
+                             "name": {t["Key"]: t["Value"] for t in inst.get("Tags", [])}.get("Name", ""),
+                             "emulator": inst["State"]["Name"], "container": have.pop(iid, "absent"),
+                             "ssh": f"{instances.address(iid)}:{instances.SSH_PORT}",
+                             "notice": notice["time"] if notice else ""})
+    rows += [{"instance_id": iid, "type": "", "name": "", "emulator": "absent", "container": state,
+              "ssh": "", "notice": ""} for iid, state in have.items()]
+    return rows
 
 
 def cmd_status(args) -> int:
-    inst = _inspect(args.instance_name)
     status = {
         "emulator": "up" if emulator.is_up() else "down",
         "registry": "up" if registry.status(REGISTRY_NAME) else "down",
-        "instance": (inst["State"]["Status"] if inst else "absent"),
+        "instances": "up" if instances.daemon_pid() else "down",
+        "fleet": fleet_status(),
     }
-    print(json.dumps(status, indent=2))
-    return 0 if all(v in ("up", "running") for v in status.values()) else 1
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(" ".join(f"{k}: {status[k]}" for k in COMPONENTS))
+        cols = ("instance_id", "type", "name", "emulator", "container", "ssh", "notice")
+        table = [cols] + [tuple(str(row[c]) for c in cols) for row in status["fleet"]]
+        widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
+        for row in table:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    return 0 if all(status[k] == "up" for k in COMPONENTS) else 1
+
+
+def cmd_interrupt(args) -> int:
+    """A spot interruption: the notice in the instance's metadata now, termination after it."""
+    ec2 = instances.clients()["ec2"]
+    found = [i for r in ec2.describe_instances(InstanceIds=[args.instance_id])["Reservations"] for i in r["Instances"]]
+    if not found or found[0]["State"]["Name"] not in instances.LIVE:
+        raise SystemExit(f"{args.instance_id} is not running")
+    deadline = time.time() + args.notice
+    notice = {"action": "terminate", "deadline": deadline,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))}
+    instances.INTERRUPTS_DIR.mkdir(parents=True, exist_ok=True)
+    (instances.INTERRUPTS_DIR / f"{args.instance_id}.json").write_text(json.dumps(notice))
+    log(f"{args.instance_id}: interruption notice posted; terminated at {notice['time']}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,17 +334,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("up", "down", "status", "vars"):
         p = sub.add_parser(name)
-        p.add_argument("--instance-name", default=INSTANCE_NAME,
-                       help=f"instance container name (default {INSTANCE_NAME}, env CLOUDTRAIN_STANDIN_INSTANCE)")
         if name in ("up", "vars"):
             p.add_argument("--training-tag", action="append",
                            help="<repository>:<tag> to push the training image to (default: what the "
                                 "resolver picks for a CPU instance), repeatable")
         if name in ("up", "down"):
             p.add_argument("--only", help=f"comma-separated subset of {','.join(COMPONENTS)} "
-                           "(down: default instance and registry; the emulator only when named)")
-        if name == "up":
-            p.add_argument("--fresh", action="store_true", help="recreate the instance container")
+                           "(down: default instances and registry; the emulator only when named)")
+            # Older callers: `up` also writes vars-NAME.yml; the instances are the emulator's now.
+            p.add_argument("--instance-name", help=argparse.SUPPRESS)
+            p.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print JSON")
+    p = sub.add_parser("interrupt", help="spot interruption notice, then termination")
+    p.add_argument("instance_id")
+    p.add_argument("--notice", type=float, default=120.0, help="seconds from notice to termination (AWS: 120)")
     args = parser.parse_args(argv)
     if getattr(args, "training_tag", None) is None and args.cmd in ("up", "vars"):
         args.training_tag = default_training_refs()
@@ -332,8 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd_down(args)
     elif args.cmd == "status":
         return cmd_status(args)
+    elif args.cmd == "interrupt":
+        return cmd_interrupt(args)
     else:
-        print("---\n" + json.dumps(play_vars(args.instance_name, args.training_tag), indent=2))
+        print("---\n" + json.dumps(play_vars(args.training_tag), indent=2))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for the site.yml tests: the stand-in with an instance container of their own."""
+"""Fixtures for the site.yml tests: the stand-in (the emulator's instances become containers)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from site_helpers import BIN, DATA, INSTANCE, REPO, STANDIN
+from site_helpers import BIN, DATA, REPO, STANDIN
 
 
 def _needs_docker():
@@ -17,15 +17,10 @@ def _needs_docker():
 
 @pytest.fixture(scope="session")
 def standin(aws_emulator):
-    """`standin.py up` for INSTANCE, the MNIST split; yields the play variables file."""
+    """`standin.py up` and the MNIST split; yields the play variables file."""
     _needs_docker()
     subprocess.run([str(BIN / "python"), str(REPO / "hacking" / "make_mnist_split.py"),
                     "--source", str(REPO.parent / "shared" / "data" / "mnist"), "--dest", str(DATA)],
                    check=True, capture_output=True)
-    subprocess.run([str(BIN / "python"), str(STANDIN / "standin.py"), "up", "--instance-name", INSTANCE],
-                   check=True)
-    state = Path(os.environ.get("CLOUDTRAIN_STANDIN_STATE", REPO / ".cache" / "standin"))
-    yield state / f"vars-{INSTANCE}.yml"
-    # The instance container is theirs alone: it goes (images and the registry stay cached).
-    subprocess.run([str(BIN / "python"), str(STANDIN / "standin.py"), "down", "--only", "instance",
-                    "--instance-name", INSTANCE], check=False)
+    subprocess.run([str(BIN / "python"), str(STANDIN / "standin.py"), "up"], check=True)
+    yield Path(os.environ.get("CLOUDTRAIN_STANDIN_STATE", REPO / ".cache" / "standin")) / "vars.yml"

@@ -10,8 +10,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 STANDIN = REPO / "tests" / "standin"
 BIN = Path(sys.executable).parent
-# Their own instance container: the demo's and other scenarios' instances are left alone.
-INSTANCE = "ct-standin-site"
 DATA = REPO / ".cache" / "site-tests" / "data"
 
 

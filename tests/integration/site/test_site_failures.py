@@ -5,15 +5,15 @@ container) with one fault put in, then asks the emulator for the run's instances
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
-from site_helpers import INSTANCE, REPO, instance_states, run_site
+from site_helpers import REPO, instance_states, run_site
 
 sys.path.insert(0, str(REPO / "tests" / "standin"))
-import registry  # noqa: E402  (tests/standin is plumbing, not a package)
+import instances  # noqa: E402  (tests/standin is plumbing, not a package)
+import registry  # noqa: E402
 
 
 def _assert_failed_and_stopped(result, run_name: str, *expected: str) -> None:
@@ -47,29 +47,34 @@ def test_image_does_not_exist(aws, standin, tmp_path):
 
 
 REFUSING_HOST = "111111111111.dkr.ecr.us-east-1.amazonaws.com"
+REFUSING_IP = "127.0.0.3"
 
 
 @pytest.fixture
 def refusing_registry(tmp_path):
-    """A second ECR stand-in on 127.0.0.2 whose password is not the one ECR hands out."""
-    registry.start("ct-site-refuse", listen="127.0.0.2:443", user="AWS", password="not-the-ecr-token",
+    """A second ECR stand-in whose password is not the one ECR hands out, known to new instances
+    through the stand-in's hosts file (as a VPC's DNS would name it)."""
+    registry.start("ct-site-refuse", listen=f"{REFUSING_IP}:443", user="AWS", password="not-the-ecr-token",
                    dns_names=[REFUSING_HOST], state_dir=tmp_path / "registry")
-    subprocess.run(["docker", "exec", INSTANCE, "sh", "-c", f"echo '127.0.0.2 {REFUSING_HOST}' >> /etc/hosts"], check=True)
+    hosts = instances.HOSTS_FILE
+    before = hosts.read_text() if hosts.exists() else None
+    hosts.parent.mkdir(parents=True, exist_ok=True)
+    hosts.write_text((before or "") + f"{REFUSING_IP} {REFUSING_HOST}\n")
     yield REFUSING_HOST
-    subprocess.run(["docker", "exec", INSTANCE, "sh", "-c",
-                    f"grep -v '{REFUSING_HOST}' /etc/hosts > /tmp/hosts.ct && cat /tmp/hosts.ct > /etc/hosts"], check=False)
+    if before is None:
+        hosts.unlink(missing_ok=True)
+    else:
+        hosts.write_text(before)
     registry.stop("ct-site-refuse", state_dir=tmp_path / "registry", purge=True)
 
 
 def test_registry_refuses_login(aws, standin, tmp_path, refusing_registry):
-    result = run_site(standin, "fail-login", tmp_path, train_image=f"{refusing_registry}/pytorch-training:2.4.0-cpu-py311-ubuntu22.04-ec2")
+    result = run_site(standin, "fail-login", tmp_path, train_image=f"{refusing_registry}/pytorch:2.13.0-cpu-amzn2023")
     _assert_failed_and_stopped(result, "fail-login", "rejected the ECR credential", "401 Unauthorized")
 
 
 def test_instance_unreachable(aws, standin, tmp_path):
-    # An unreachable host would end a playbook before its teardown play: site.yml keeps it in the
-    # play (ignore_unreachable) and requires proof that training finished.
-    gone = {"ansible_connection": "community.docker.docker", "ansible_host": "ct-standin-no-such-instance",
-            "ansible_user": "ec2-user"}
-    result = run_site(standin, "fail-unreachable", tmp_path, provision_host_vars=gone)
-    _assert_failed_and_stopped(result, "fail-unreachable", "ct-standin-no-such-instance")
+    # SSH never answers: provisioning fails after its wait, and the teardown still stops the instance.
+    result = run_site(standin, "fail-unreachable", tmp_path, provision_host_vars={"ansible_host": "127.0.0.9"},
+                      provision_connection_timeout=10)
+    _assert_failed_and_stopped(result, "fail-unreachable", "Wait until SSH answers on every instance")

@@ -90,12 +90,14 @@ def subdir_repo(tmp_path_factory):
 
 
 def test_a_script_in_a_subfolder_with_its_requirements(aws, standin, tmp_path, subdir_repo):
-    result = run_site(standin, "user-subdir", tmp_path, train_repo=str(subdir_repo), train_version="v1",
-                      train_subdir="examples/tiny", train_requirements="requirements.txt",
-                      train_args=["--flag", "value"], train_outputs=["samples/**", "nothing-*.csv"])
+    # Three runs of one run name, so one instance: success, a failing command, a failing install.
+    run = "user-subdir"
+    code = {"train_repo": str(subdir_repo), "train_version": "v1", "train_subdir": "examples/tiny"}
+    result = run_site(standin, run, tmp_path / "ok", train_requirements="requirements.txt",
+                      train_args=["--flag", "value"], train_outputs=["samples/**", "nothing-*.csv"], **code)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
-    artifacts = tmp_path / "artifacts" / "user-subdir"
+    artifacts = tmp_path / "ok" / "artifacts" / run
     metrics = json.loads(_read(artifacts / "metrics.json"))
     # The image's torch stayed (torch==2.2.2 was left out); the local wheel was installed.
     assert metrics["torch"].startswith("2.14")
@@ -105,7 +107,25 @@ def test_a_script_in_a_subfolder_with_its_requirements(aws, standin, tmp_path, s
     assert (artifacts / "weights.pth").is_file() and _read(artifacts / "samples" / "first.txt") == "a sample"
     assert "'torch==2.2.2' left out" in _read(artifacts / "train.log")
     assert "nothing-*.csv matched nothing" in out
-    assert instance_states("user-subdir") == ["stopped"]
+    assert instance_states(run) == ["stopped"]
+
+    # The command exits non-zero after writing outputs: they come home with the log.
+    result = run_site(standin, run, tmp_path / "fails", train_requirements="requirements.txt",
+                      train_env={"FIXTURE_EXIT": "3"}, **code)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "exited with code 3" in out, out[-3000:]
+    artifacts = tmp_path / "fails" / "artifacts" / run
+    assert (artifacts / "weights.pth").is_file() and (artifacts / "metrics.json").is_file()
+    assert "trained with torch" in _read(artifacts / "train.log")
+    assert instance_states(run) == ["stopped"]
+
+    # A requirements install that fails: a clear line in the error, the training never starts.
+    result = run_site(standin, run, tmp_path / "no-install", train_requirements="broken-requirements.txt", **code)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-3000:]
+    assert "installing broken-requirements.txt failed" in out, out[-3000:]
+    assert "trained with torch" not in _read(tmp_path / "no-install" / "artifacts" / run / "train.log")
+    assert instance_states(run) == ["stopped"]
 
 
 def _assert_refused_before_launch(result, run_name: str, message: str) -> None:
@@ -128,25 +148,3 @@ def test_bad_input_is_refused_before_anything_is_created(aws, standin, tmp_path,
     # No PyTorch training image runs on a Graviton CPU type.
     _assert_refused_before_launch(run_site(standin, "bad-type", tmp_path, instance_type="m7g.large"),
                                   "bad-type", "no Deep Learning Containers PyTorch training image runs on m7g.large")
-
-
-def test_failures_bring_the_log_and_partial_outputs_home(aws, standin, tmp_path, subdir_repo):
-    # The command exits non-zero after writing outputs: they come home with the log.
-    result = run_site(standin, "user-fails", tmp_path, train_repo=str(subdir_repo), train_version="v1",
-                      train_subdir="examples/tiny", train_requirements="requirements.txt",
-                      train_env={"FIXTURE_EXIT": "3"})
-    out = result.stdout + result.stderr
-    assert result.returncode != 0 and "exited with code 3" in out, out[-3000:]
-    artifacts = tmp_path / "artifacts" / "user-fails"
-    assert (artifacts / "weights.pth").is_file() and (artifacts / "metrics.json").is_file()
-    assert "trained with torch" in _read(artifacts / "train.log")
-    assert instance_states("user-fails") == ["stopped"]
-
-    # A requirements install that fails: a clear line in the error, the training never starts.
-    result = run_site(standin, "user-bad-requirements", tmp_path, train_repo=str(subdir_repo), train_version="v1",
-                      train_subdir="examples/tiny", train_requirements="broken-requirements.txt")
-    out = result.stdout + result.stderr
-    assert result.returncode != 0, out[-3000:]
-    assert "installing broken-requirements.txt failed" in out, out[-3000:]
-    assert "trained with torch" not in _read(tmp_path / "artifacts" / "user-bad-requirements" / "train.log")
-    assert instance_states("user-bad-requirements") == ["stopped"]

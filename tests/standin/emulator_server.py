@@ -1,0 +1,50 @@
+"""moto's server with the public SSM parameters the collection reads and moto does not ship.
+
+    python tests/standin/emulator_server.py -H 127.0.0.1 -p 5055     (emulator.py starts it)
+
+moto loads /aws/service/ami-amazon-linux-latest/* (Amazon Linux 2023, x86_64 and arm64) on first
+use, but not the Deep Learning AMIs' /aws/service/deeplearning/* parameters, and refuses a
+PutParameter under /aws/. So they are loaded here the way moto loads its own: on first use, per
+region, again after every reset. They point at AMIs the emulator has: its "Deep Learning AMI
+Amazon Linux" (x86_64), and the Amazon Linux 2023 arm64 image for the arm64 GPU family.
+"""
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+
+from moto import server
+from moto.ssm import models
+
+DLAMI = "/aws/service/deeplearning/ami/{arch}/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
+AL2023_ARM64 = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
+DLAMI_X86_64 = "ami-999844e0"
+
+
+def _dlami_values(params: models.ParameterDict) -> dict[str, str]:
+    values = {DLAMI.format(arch="x86_64"): DLAMI_X86_64}
+    arm = params[AL2023_ARM64] if AL2023_ARM64 in params else []
+    if arm:
+        values[DLAMI.format(arch="arm64")] = arm[-1].value
+    return values
+
+
+_original = models.ParameterDict._check_loading_status
+
+
+def _check_loading_status(self: models.ParameterDict, key: str) -> None:
+    _original(self, key)
+    if str(key or "").startswith("/aws/service/deeplearning") and not getattr(self, "dlami_loaded", False):
+        self.dlami_loaded = True
+        for name, value in _dlami_values(self).items():
+            # defaultdict's own item access: the overridden one would come back here.
+            defaultdict.__getitem__(self, name).append(models.Parameter(
+                account_id=self.account_id, name=name, value=value, parameter_type="String",
+                description=None, allowed_pattern=None, keyid=None,
+                last_modified_date=models.utcnow(), version=1, data_type="aws:ec2:image"))
+
+
+models.ParameterDict._check_loading_status = _check_loading_status
+
+if __name__ == "__main__":
+    sys.exit(server.main(sys.argv[1:]))
