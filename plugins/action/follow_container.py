@@ -4,8 +4,8 @@
 """Follow a detached training container until it exits, showing its progress as it goes.
 
 Ansible prints a task's result only when the task ends, so a training that runs for hours
-would be silent. This action polls the target through the task's own connection (SSH, or
-the docker connection in the local stand-in): one command per poll reads the container's
+would be silent. This action polls the target through the task's own connection (SSH,
+or whatever connection the host uses): one command per poll reads the container's
 state and the log lines written since the last poll, and every ``PROGRESS {json}`` line is
 displayed at once. The container is never started, stopped or attached to: when the
 controller goes away the training carries on, and the next run follows it again.

@@ -25,18 +25,6 @@ BAD_CREDENTIAL_CODES = ("UnrecognizedClientException", "InvalidClientTokenId", "
                         "ExpiredTokenException", "ExpiredToken", "AuthFailure", "SignatureDoesNotMatch")
 
 
-def endpoint_from_env(environ=None):
-    """The ECR endpoint that botocore >= 1.31 takes from the environment, for older botocore.
-
-    Debian 12's python3-botocore (1.29) ignores AWS_ENDPOINT_URL(_ECR); newer botocore honours
-    them. Applying the same rule here makes the module behave alike on both.
-    """
-    environ = os.environ if environ is None else environ
-    if str(environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "")).lower() == "true":
-        return None
-    return environ.get("AWS_ENDPOINT_URL_ECR") or environ.get("AWS_ENDPOINT_URL") or None
-
-
 def decode_token(authorization_token):
     """ECR's base64 'AWS:<password>' -> ('AWS', '<password>')."""
     username, sep, password = base64.b64decode(authorization_token).decode("utf-8").partition(":")

@@ -39,8 +39,8 @@ CREDENTIAL_ERROR_CODES = {
 
 CREDENTIALS_HELP = (
     "configure them with `aws configure` (or AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
-    "AWS_SECRET_ACCESS_KEY in the environment), or run the local demo against the AWS emulator: "
-    "`python tests/standin/emulator.py start && eval \"$(python tests/standin/emulator.py env)\"`"
+    "AWS_SECRET_ACCESS_KEY in the environment); `make demo` in a checkout of the collection runs "
+    "the whole job without an AWS account"
 )
 
 
@@ -68,11 +68,7 @@ def check_region(session, region: Optional[str]) -> Optional[Dict[str, str]]:
 
 
 def partition_for_region(session, region: str) -> str:
-    # Older botocore has no get_partition_for_region: fall back on the region's prefix.
-    try:
-        return session.get_partition_for_region(region)
-    except Exception:  # pylint: disable=broad-except
-        return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+    return session.get_partition_for_region(region)
 
 
 def check_credentials(sts) -> Dict[str, Any]:

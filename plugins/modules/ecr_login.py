@@ -353,8 +353,6 @@ def main():
         min_validity=dict(type="int", default=3600),
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
-    if not module.params.get("endpoint_url"):
-        module.params["endpoint_url"] = ecr.endpoint_from_env()
     EcrLogin(module).run()
 
 

@@ -295,37 +295,3 @@ def test_access_denied_names_the_iam_action(aws_emulator, iam_enforcing_emulator
     assert msg.startswith("AccessDenied: these AWS credentials may not call ecr:GetAuthorizationToken in us-east-1")
     assert "user/ct-ecr-no-ecr is not authorized to perform: ecr:GetAuthorizationToken" in msg
     assert results[-1]["reason"] == "access_denied"
-
-
-# ------------------------------------------------------------------ Debian 12's boto3
-
-OLD_BOTO = ("boto3==1.26.27", "botocore==1.29.27", "packaging==23.0")  # python3-boto3/-botocore/-packaging in bookworm
-
-
-@pytest.fixture(scope="module")
-def bookworm_boto_python():
-    venv = REPO / ".cache" / "standin" / "ct-ecr-bookworm-boto"
-    python = venv / "bin" / "python"
-    marker = venv / ".installed"
-    if marker.exists() and marker.read_text() == "\n".join(OLD_BOTO):
-        return str(python)
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    # The package index, not the emulator's dead proxy (that guard rail is for AWS clients).
-    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy")}
-    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", *OLD_BOTO], capture_output=True, text=True,
-                         env=env, check=False)
-    if pip.returncode != 0:
-        pytest.skip(f"cannot install {' '.join(OLD_BOTO)} from the package index: {pip.stderr[-300:]}")
-    marker.write_text("\n".join(OLD_BOTO))
-    return str(python)
-
-
-def test_works_with_debian_bookworm_boto3(tls_registry, bookworm_boto_python, tmp_path):
-    results, output, rc = play(tmp_path, _args(tmp_path), interpreter=bookworm_boto_python)
-    assert rc == 0, output
-    assert results[0]["changed"] is True
-    # amazon.aws warns about the old SDK and carries on.
-    assert any("botocore < 1.34.0 is not supported or tested" in w for w in results[0].get("warnings", [])), results[0]
-    _docker("pull", IMAGE, config=tmp_path / "docker")
-    _docker("rmi", IMAGE)

@@ -244,10 +244,3 @@ def test_no_credentials_message_says_where_boto3_looked(tmp_path):
 def test_default_config_path_follows_owner_and_docker_config():
     assert dockercfg.default_config_path(environ={"DOCKER_CONFIG": "/x"}) == "/x/config.json"
     assert dockercfg.default_config_path(owner="root", environ={}) == "/root/.docker/config.json"
-
-
-def test_endpoint_from_env_like_new_botocore():
-    assert ecr.endpoint_from_env({"AWS_ENDPOINT_URL": "http://127.0.0.1:5055"}) == "http://127.0.0.1:5055"
-    assert ecr.endpoint_from_env({"AWS_ENDPOINT_URL": "a", "AWS_ENDPOINT_URL_ECR": "b"}) == "b"
-    assert ecr.endpoint_from_env({"AWS_ENDPOINT_URL": "a", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"}) is None
-    assert ecr.endpoint_from_env({}) is None
