@@ -48,6 +48,7 @@ bench: venv host
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/provision_speed.py
 	$(BIN)/python bench/demo_phases.py
+	$(BIN)/python bench/fetch_speed.py
 
 # Stop what the demo and the tests left running (stand-in registries and instances, the AWS
 # emulator); the built images and caches stay for the next run.
