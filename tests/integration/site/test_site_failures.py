@@ -40,6 +40,12 @@ def test_repo_cannot_be_cloned(aws, standin, tmp_path):
     _assert_failed_and_stopped(result, "fail-clone", "Check out the pinned version", "nonexistent")
 
 
+def test_gpu_type_without_a_gpu(aws, standin, tmp_path):
+    # The emulator launches a g4dn.xlarge from the Deep Learning AMI's parameter; its container has no GPU.
+    result = run_site(standin, "fail-no-gpu", tmp_path, instance_type="g4dn.xlarge")
+    _assert_failed_and_stopped(result, "fail-no-gpu", "should have an NVIDIA GPU, but none is visible")
+
+
 def test_image_does_not_exist(aws, standin, tmp_path):
     image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:0.0.0-does-not-exist"
     result = run_site(standin, "fail-image", tmp_path, train_image=image)
