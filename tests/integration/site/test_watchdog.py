@@ -42,7 +42,8 @@ def test_watchdog_stops_the_instance_after_the_controller_died(aws, standin, tmp
     instance_id = next(line.split("[", 1)[1].split("]", 1)[0] for line in output if line.startswith("changed: [i-"))
     assert instance_states(run_name) == ["running"]
 
-    deadline = armed_at + 60 + 45
+    # The minute, then systemd's shutdown of the instance: over a minute on a loaded 2-core machine.
+    deadline = armed_at + 60 + 150
     while time.monotonic() < deadline and instance_states(run_name) != ["stopped"]:
         time.sleep(1)
     assert instance_states(run_name) == ["stopped"], "".join(output)[-3000:]
