@@ -103,7 +103,7 @@ def record_document(registries):
 def classify_client_error(code, message, http_status):
     """'access_denied', 'bad_credentials' or 'other' for a ClientError, plus a readable message.
 
-    Some endpoints (moto's IAM enforcement, some proxies) answer a JSON-protocol call with an
+    Some endpoints (AWS-compatible ones, some proxies) answer a JSON-protocol call with an
     XML <ErrorResponse> and a bare HTTP 403: botocore then reports Code '403' and the XML as the
     message. The inner <Code>/<Message> are read back out of it so the user sees AWS's words.
     """
