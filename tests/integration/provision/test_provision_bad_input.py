@@ -52,7 +52,7 @@ def test_missing_credentials_say_how_to_configure_them(emulator_env, clients, tm
     assert rc != 0, out
     flat = " ".join(out.split())
     assert "provision_credentials: no AWS credentials were found" in flat, out
-    assert "aws configure" in flat and "tests/standin/emulator.py env" in flat, out
+    assert "aws configure" in flat and "make demo" in flat, out
     assert run_owned(clients, run_name) == {}
 
 
