@@ -13,8 +13,8 @@ BIN = Path(sys.executable).parent
 DATA = REPO / ".cache" / "site-tests" / "data"
 
 
-def run_site(vars_file: Path, run_name: str, tmp_path: Path, **extra) -> subprocess.CompletedProcess:
-    """ansible-playbook site.yml against the stand-in, small and fast; extra vars as keyword arguments."""
+def site_command(vars_file: Path, run_name: str, tmp_path: Path, **extra) -> tuple[list[str], dict]:
+    """The ansible-playbook site.yml command line against the stand-in and its environment."""
     extra_vars = {
         "run_name": run_name,
         "epochs": 1,
@@ -27,8 +27,31 @@ def run_site(vars_file: Path, run_name: str, tmp_path: Path, **extra) -> subproc
     }
     cmd = [str(BIN / "ansible-playbook"), "site.yml",
            "-e", "@" + str(STANDIN / "demo.yml"), "-e", "@" + str(vars_file), "-e", json.dumps(extra_vars)]
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", PYTHONUNBUFFERED="1")
+    return cmd, env
+
+
+def run_site(vars_file: Path, run_name: str, tmp_path: Path, **extra) -> subprocess.CompletedProcess:
+    """ansible-playbook site.yml against the stand-in, small and fast; extra vars as keyword arguments."""
+    cmd, env = site_command(vars_file, run_name, tmp_path, **extra)
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, check=False)
+
+
+def start_site(vars_file: Path, run_name: str, tmp_path: Path, log: Path, **extra) -> subprocess.Popen:
+    """site.yml in the background (its own process group, output to log), for tests that act meanwhile."""
+    cmd, env = site_command(vars_file, run_name, tmp_path, **extra)
+    with log.open("w") as out:
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+
+def run_instances(run_name: str) -> list[dict]:
+    """The run's instances in the emulator, oldest first (terminated ones too)."""
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    found = ec2.describe_instances(Filters=[{"Name": "tag:cloudtrain:run", "Values": [run_name]}])
+    return sorted((i for r in found["Reservations"] for i in r["Instances"]), key=lambda i: i["LaunchTime"])
 
 
 def instance_states(run_name: str) -> list[str]:

@@ -1,0 +1,159 @@
+"""Spot runs on the stand-in: interruptions from `standin.py interrupt`, checkpoints in the emulator's S3.
+
+- interrupted during epoch 2, the run relaunches by itself, resumes from S3 and ends with the same
+  weights as an uninterrupted run; the notice's checkpoint reached S3 within the notice;
+- interrupted again and again past max_restarts: a clear failure, the checkpoints stay, nothing runs;
+- the controller killed, then the instance interrupted: the next site.yml run resumes from S3.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import boto3
+import pytest
+
+from site_helpers import BIN, DATA, REPO, STANDIN, run_instances, run_site, start_site
+
+BUCKET = "ct-spot"
+EPOCHS = 3
+# Epochs of several seconds (one thread, 6,000 images), so that "during epoch 2" is a real moment.
+TRAIN_ARGS = ["--limit-train", "6000", "--limit-test", "200", "--threads", "1"]
+SPOT = {"market": "spot", "s3_bucket": BUCKET, "epochs": EPOCHS, "train_args": TRAIN_ARGS,
+        "teardown_action": "terminate", "train_checkpoint_poll_interval": 1}
+
+
+def s3():
+    return boto3.client("s3", region_name="us-east-1")
+
+
+def keys(prefix: str) -> set[str]:
+    return {o["Key"][len(prefix):] for o in s3().list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])}
+
+
+def wait_for(what: str, check, proc: subprocess.Popen | None, log, timeout: float = 600):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"site.yml ended (rc {proc.returncode}) while waiting for {what}:\n{log.read_text()[-4000:]}")
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-4000:] if log else ''}")
+
+
+def running(run_name: str, not_in=()) -> str | None:
+    ids = [i["InstanceId"] for i in run_instances(run_name) if i["State"]["Name"] == "running" and i["InstanceId"] not in not_in]
+    return ids[0] if ids else None
+
+
+def interrupt(instance_id: str, notice: int) -> None:
+    subprocess.run([str(BIN / "python"), str(STANDIN / "standin.py"), "interrupt", instance_id, "--notice", str(notice)],
+                   check=True, capture_output=True)
+
+
+def live(run_name: str) -> list[str]:
+    return [i["State"]["Name"] for i in run_instances(run_name) if i["State"]["Name"] not in ("terminated", "shutting-down")]
+
+
+@pytest.fixture(scope="module")
+def reference_weights(tmp_path_factory):
+    """The same training, uninterrupted, with the same seed: the collection's trainer on the controller."""
+    out = tmp_path_factory.mktemp("reference")
+    subprocess.run([str(BIN / "python"), "train.py", "--data-dir", str(DATA), "--output-dir", str(out / "output"),
+                    "--checkpoint-dir", str(out / "checkpoints"), "--epochs", str(EPOCHS), "--no-download", *TRAIN_ARGS],
+                   cwd=REPO / "training", check=True, capture_output=True)
+    return out / "output" / "model.pt"
+
+
+def same_weights(a, b) -> bool:
+    import torch
+
+    left, right = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+
+
+def test_interrupted_in_epoch_two_relaunches_and_ends_bit_identical(aws, standin, tmp_path, reference_weights):
+    run_name, prefix = "spot-resume", "spot-resume/checkpoints/"
+    s3().create_bucket(Bucket=BUCKET)
+    log, summary = tmp_path / "site.log", tmp_path / "summary.json"
+    proc = start_site(standin, run_name, tmp_path, log, summary_file=str(summary), **SPOT)
+    try:
+        first = wait_for("the first instance", lambda: running(run_name), proc, log)
+        # Epoch 1's checkpoint in S3 means epoch 2 is under way.
+        wait_for("epoch 1's checkpoint in S3", lambda: "checkpoint-0002-000000.pt" in keys(prefix), proc, log)
+        interrupt(first, notice=30)
+        assert proc.wait(timeout=900) == 0, log.read_text()[-5000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = log.read_text()
+    record = json.loads(s3().get_object(Bucket=BUCKET, Key=f"{prefix}.cloudtrain/{first}.json")["Body"].read())
+    print(f"notice to checkpoint in S3: {record['notice_to_s3_seconds']} s, work lost {record['work_lost_seconds']} s,"
+          f" checkpoint {record['checkpoint']}")
+    # The notice's own checkpoint: mid epoch 2, in S3 and checked well within the notice.
+    assert record["safe"] and record["checkpoint"].startswith("checkpoint-0002-"), record
+    assert record["checkpoint"] != "checkpoint-0002-000000.pt", record
+    assert record["container_exit_code"] == 75 and record["notice_to_s3_seconds"] < 30, record
+
+    result = json.loads(summary.read_text())
+    host = result["instances"][0]
+    assert result["outcome"] == "succeeded" and host["interruptions"] == 1 and host["restarts"] == 1, host
+    assert host["resumed_from"] == record["checkpoint"], host
+    history = json.loads((tmp_path / "artifacts" / run_name / "metrics.json").read_text())
+    epoch_seconds = max(h["seconds"] for h in history.get("history", [])) if history.get("history") else 60
+    assert host["work_lost_seconds"] <= epoch_seconds, (host, epoch_seconds)
+    assert "spot interruption 1 of at most 3" in " ".join(out.split())
+    assert same_weights(tmp_path / "artifacts" / run_name / "model.pt", reference_weights)
+    assert live(run_name) == [], run_instances(run_name)
+
+
+def test_interrupted_past_max_restarts_fails_and_keeps_the_checkpoints(aws, standin, tmp_path):
+    run_name, prefix = "spot-give-up", "spot-give-up/checkpoints/"
+    s3().create_bucket(Bucket=BUCKET)
+    # A checkpoint of an earlier attempt of this run: it must survive the failure.
+    s3().put_object(Bucket=BUCKET, Key=prefix + "checkpoint-0001-000040.pt", Body=b"earlier")
+    log = tmp_path / "site.log"
+    proc = start_site(standin, run_name, tmp_path, log, max_restarts=1, **SPOT)
+    try:
+        seen = []
+        for _ in range(2):  # each instance interrupted as soon as it runs (before any training)
+            instance_id = wait_for("an instance", lambda: running(run_name, not_in=seen), proc, log)
+            seen.append(instance_id)
+            interrupt(instance_id, notice=2)
+        assert proc.wait(timeout=600) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = " ".join(log.read_text().split())
+    assert "spot: interrupted 2 time(s), more than max_restarts=1: giving up." in out, out[-4000:]
+    assert "checkpoint-0001-000040.pt" in keys(prefix)
+    assert len(run_instances(run_name)) == 2 and live(run_name) == [], run_instances(run_name)
+
+
+def test_controller_killed_then_interrupted_resumes_on_the_next_run(aws, standin, tmp_path):
+    run_name, prefix = "spot-orphan", "spot-orphan/checkpoints/"
+    s3().create_bucket(Bucket=BUCKET)
+    log = tmp_path / "first.log"
+    proc = start_site(standin, run_name, tmp_path, log, **SPOT)
+    try:
+        first = wait_for("the first instance", lambda: running(run_name), proc, log)
+        wait_for("epoch 1's checkpoint in S3", lambda: "checkpoint-0002-000000.pt" in keys(prefix), proc, log)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the controller dies; the training goes on
+        proc.wait()
+    interrupt(first, notice=5)
+    wait_for("the interrupted instance to be gone", lambda: live(run_name) == [], None, log, timeout=120)
+
+    result = run_site(standin, run_name, tmp_path, summary_file=str(tmp_path / "summary.json"), **SPOT)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    host = json.loads((tmp_path / "summary.json").read_text())["instances"][0]
+    record = json.loads(s3().get_object(Bucket=BUCKET, Key=f"{prefix}.cloudtrain/{first}.json")["Body"].read())
+    assert host["resumed_from"] == record["checkpoint"] and host["interruptions"] == 0, host
+    train_log = (tmp_path / "artifacts" / run_name / "train.log").read_text()
+    assert f"resuming from /workspace/checkpoints/{record['checkpoint']}" in train_log, train_log[:2000]
+    assert live(run_name) == []
