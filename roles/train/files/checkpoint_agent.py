@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Keep a training run's checkpoints safe in S3, on the instance, whatever happens to the controller.
 
     checkpoint_agent.py watch --container NAME --checkpoint-dir DIR --state-dir DIR --bucket B --prefix P
@@ -241,12 +240,15 @@ class Agent:
         inspect = self.container("inspect", "--format", "{{.State.ExitCode}}", self.args.container)
         record.update(stopped_at=now(), container_exit_code=int(inspect.stdout) if inspect.stdout.strip().isdigit()
                       else None, container_stop=stop.stderr.strip() or "stopped")
-        for _attempt in range(3):  # the window is short: retry at once, not at the next poll
+        for attempt in range(3):  # the window is short: retry at once, not at the next poll
             if self.sync("interruption", settled=False):
                 break
+            log(f"upload attempt {attempt + 1} of 3 failed")
         record.update(safe=self.state["safe"], error=self.state["error"], checkpoint=self.state["newest"],
                       checkpoint_mtime=self.state["newest_mtime"], in_s3_at=now())
         record["notice_to_s3_seconds"] = round(record["in_s3_at"] - seen, 3)
+        record["stop_seconds"] = round(record["stopped_at"] - seen, 3)  # the trainer's save and exit
+        record["upload_seconds"] = round(record["in_s3_at"] - record["stopped_at"], 3)
         # Training done after the checkpoint is done again: none when the trainer saved on the notice,
         # else everything from its last checkpoint until the container stopped.
         mtime = record["checkpoint_mtime"]
@@ -316,7 +318,7 @@ def restore(args) -> int:
         os.close(fd)
         try:
             store.s3.download_file(store.bucket, store.prefix + rel, tmp, Config=TRANSFER)
-            sha256, _ = checksums(Path(tmp))
+            sha256 = checksums(Path(tmp))[0]
             if Path(tmp).stat().st_size != entry["size"] or sha256 != entry["sha256"]:
                 print(f"error: {store.url(rel)} does not match its manifest (size or SHA-256): not resuming from it",
                       file=sys.stderr)
@@ -350,7 +352,7 @@ def wait(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("watch", "restore", "wait"):
         p = sub.add_parser(name)

@@ -34,7 +34,7 @@ def keys(prefix: str) -> set[str]:
     return {o["Key"][len(prefix):] for o in s3().list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])}
 
 
-def wait_for(what: str, check, proc: subprocess.Popen | None, log, timeout: float = 600):
+def wait_for(what: str, check, proc: subprocess.Popen | None, log, timeout: float = 1200):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
@@ -121,8 +121,10 @@ def test_interrupted_past_max_restarts_fails_and_keeps_the_checkpoints(aws, stan
     proc = start_site(standin, run_name, tmp_path, log, max_restarts=1, **SPOT)
     try:
         seen = []
-        for _ in range(2):  # each instance interrupted as soon as it runs (before any training)
+        for attempt in range(1, 3):  # each instance interrupted once it is reached, before any training
             instance_id = wait_for("an instance", lambda: running(run_name, not_in=seen), proc, log)
+            wait_for(f"attempt {attempt} to reach its instance",
+                     lambda: log.read_text().count("TASK [Install Docker]") >= attempt, proc, log)
             seen.append(instance_id)
             interrupt(instance_id, notice=2)
         assert proc.wait(timeout=600) != 0
