@@ -148,8 +148,8 @@ def test_controller_killed_then_interrupted_resumes_on_the_next_run(aws, standin
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the controller dies; the training goes on
         proc.wait()
-    interrupt(first, notice=5)
-    wait_for("the interrupted instance to be gone", lambda: live(run_name) == [], None, log, timeout=120)
+    interrupt(first, notice=30)
+    wait_for("the interrupted instance to be gone", lambda: live(run_name) == [], None, log, timeout=180)
 
     result = run_site(standin, run_name, tmp_path, summary_file=str(tmp_path / "summary.json"), **SPOT)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
