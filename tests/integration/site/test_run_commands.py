@@ -142,9 +142,17 @@ def runs(aws_emulator, standin, tmp_path_factory):
         while _workers(good.pid) and time.monotonic() < deadline:
             time.sleep(1)
         runs.outputs["workers-left"] = str(_workers(good.pid))
+        # At once, while the training goes on: the same site run again, which re-attaches (the
+        # commands below look at the run in progress meanwhile). keep_instance: the commands then
+        # see a finished run on a running instance.
+        runs.procs["reattach"] = subprocess.Popen(
+            [str(BIN / "ansible-playbook"), "cloudtrain.ec2.site", *runs.stand_in(), "-e",
+             _extra(GOOD, runs.elsewhere / "artifacts", keep_instance=True)],
+            cwd=runs.elsewhere, env=runs.installed_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)
         yield runs
     finally:
-        for proc in (good, fail):
+        for proc in runs.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -164,10 +172,18 @@ def test_status_of_a_run_in_progress(runs):
 
 
 def test_logs_of_a_run_in_progress(runs):
-    result = runs.command("logs", f"run_name={GOOD}", "lines=3", installed=True)
+    result = runs.command("logs", f"run_name={GOOD}", "lines=500", installed=True)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     assert 'PROGRESS {"epoch": 1' in out, out[-3000:]
+
+
+def test_site_re_attaches_to_the_run_and_finishes_it(runs):
+    out = runs.procs["reattach"].communicate(timeout=900)[0]
+    assert runs.procs["reattach"].returncode == 0, out[-3000:]
+    assert f"run {GOOD} (attach): exit code 0" in " ".join(out.split()), out[-3000:]
+    metrics = json.loads((runs.elsewhere / "artifacts" / GOOD / "metrics.json").read_text())
+    assert metrics["final_accuracy"] > 0.5, metrics
 
 
 def test_two_runs_at_once_stay_apart(runs):
@@ -209,18 +225,6 @@ def test_commands_on_the_failed_run(runs):
     assert (fetched / FAIL / "partial.txt").read_text() == "partial\n"
     assert "PROGRESS" in (fetched / FAIL / "train.log").read_text()
     assert f"from s3://{BUCKET}/{FAIL}/results/ in {fetched / FAIL}" in " ".join(out.split()), out[-3000:]
-
-
-def test_site_re_attaches_to_the_run_and_finishes_it(runs):
-    result = subprocess.run(
-        [str(BIN / "ansible-playbook"), "cloudtrain.ec2.site", *runs.stand_in(), "-e",
-         _extra(GOOD, runs.elsewhere / "artifacts", keep_instance=True)],
-        cwd=runs.elsewhere, env=runs.installed_env, capture_output=True, text=True, timeout=900, check=False)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-3000:]
-    assert f"run {GOOD} (attach): exit code 0" in " ".join(out.split()), out[-3000:]
-    metrics = json.loads((runs.elsewhere / "artifacts" / GOOD / "metrics.json").read_text())
-    assert metrics["final_accuracy"] > 0.5, metrics
 
 
 def test_commands_on_the_finished_run(runs):
@@ -265,8 +269,8 @@ def test_run_names(runs):
     assert refused.returncode != 0 and "the characters ' ' '_' are not accepted" in flat, flat[-2000:]
     # No run_name: a default unique per user and run, shown at the start (here the run then stops
     # at its first check, before anything is created).
-    named = subprocess.run([str(BIN / "ansible-playbook"), "site.yml", *runs.stand_in(), "-e", "run_name_unset=1",
-                            "-e", "train_repo=/nonexistent/repo"],
+    named = subprocess.run([str(BIN / "ansible-playbook"), "site.yml", "-e", "@" + str(runs.vars_file),
+                            "-e", "instance_type=m7i.large", "-e", "train_repo=/nonexistent/repo"],
                            cwd=REPO, env=dict(runs.checkout_env, USER="Ada.L"), capture_output=True, text=True,
                            timeout=300, check=False)
     flat = " ".join((named.stdout + named.stderr).split())
