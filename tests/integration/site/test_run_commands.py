@@ -23,6 +23,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import yaml
 
 from site_helpers import BIN, DATA, REPO, STANDIN, instance_states
 
@@ -190,13 +191,13 @@ def test_site_re_attaches_to_the_run_and_finishes_it(runs):
 
 
 def test_two_runs_at_once_stay_apart(runs):
-    every = runs.status()
+    every = runs.status("run_name=")
     by_run = {}
     for entry in every:
         by_run.setdefault(entry["run"], []).append(entry["instance_id"])
     assert set(by_run) == {GOOD, FAIL} and len(by_run[GOOD]) == len(by_run[FAIL]) == 1, every
     assert by_run[GOOD] != by_run[FAIL]
-    keys = Path(json.loads(runs.vars_file.read_text())["provision_key_dir"])
+    keys = Path(yaml.safe_load(runs.vars_file.read_text())["provision_key_dir"])
     assert (keys / f"cloudtrain-{GOOD}.pem").is_file() and (keys / f"cloudtrain-{FAIL}.pem").is_file()
 
 
@@ -251,7 +252,7 @@ def test_commands_on_the_finished_run(runs):
 
 
 def test_stop_terminates_and_leaves_nothing(runs):
-    keys = Path(json.loads(runs.vars_file.read_text())["provision_key_dir"])
+    keys = Path(yaml.safe_load(runs.vars_file.read_text())["provision_key_dir"])
     result = runs.command("stop", f"run_name={GOOD}", "teardown_action=terminate", installed=True)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
@@ -267,7 +268,7 @@ def test_stop_terminates_and_leaves_nothing(runs):
 
 
 def test_run_names(runs):
-    refused = runs.command("status", "run_name=mnist_1 x")
+    refused = runs.command("status", json.dumps({"run_name": "mnist_1 x"}))
     flat = " ".join((refused.stdout + refused.stderr).split())
     assert refused.returncode != 0 and "the characters ' ' '_' are not accepted" in flat, flat[-2000:]
     # No run_name: a default unique per user and run, shown at the start (here the run then stops
