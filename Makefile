@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 # Molecule scenarios under extensions/molecule/, in the order CI runs them.
 MOLECULE_SCENARIOS ?= provision docker train default
 
-.PHONY: demo test venv host lint sanity pytest molecule bench stop clean
+.PHONY: demo test venv host lint sanity pytest molecule bench stop clean changelog
 
 # Extra ansible-playbook arguments: make demo ARGS="-e epochs=3 -v"
 demo: venv host
@@ -34,6 +34,11 @@ host:
 
 lint: venv
 	$(BIN)/ansible-lint --profile production
+	$(BIN)/antsibull-changelog lint
+
+# CHANGELOG.rst from changelogs/fragments/ (kept: a later fragment joins the same release).
+changelog: venv
+	$(BIN)/antsibull-changelog release --update-existing
 
 sanity: venv
 	scripts/sanity.sh

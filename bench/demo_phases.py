@@ -85,7 +85,7 @@ def main() -> int:
     env = dict(os.environ, **emulator.CLIENT_ENV, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     # Cold: no instance of the run left (terminated, with its key pair and the rest).
     timed([str(BIN / "ansible-playbook"), "playbooks/teardown.yml", "-e", f"run_name={args.run_name}",
-           "-e", "action=terminate", "-e", "delete_resources=true"], env=env)
+           "-e", "teardown_action=terminate"], env=env)
     with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
         runs = {label: run_site(python, args, data, state / "vars.yml", Path(tmp), label) for label in ("cold", "warm")}
 

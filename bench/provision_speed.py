@@ -82,7 +82,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ct-provision-bench-") as keys:
         provision = {"run_name": run_name, "instance_type": args.instance_type, "ssh_cidrs": ["203.0.113.7/32"],
                      "wait_for_connection": False, "provision_key_dir": keys}
-        teardown = {"run_name": run_name, "action": "terminate", "delete_resources": True}
+        teardown = {"run_name": run_name, "teardown_action": "terminate"}
         first = playbook(env, "provision.yml", provision)
         again = playbook(env, "provision.yml", provision)
         results = [("provision, first run", first), ("provision, re-run", again)]

@@ -17,8 +17,9 @@ Options (all but ``name`` optional):
   poll_interval  seconds between polls
   progress_prefix  log lines starting with it carry one JSON object each
   tail_lines     how many last log lines a failure message quotes
-  save_log       path on the target: after the exit the full log is written there
+  save_log       path on the target: after the exit (or the timeout) the full log is written there
                  (changed only when its content changed)
+  show_log       print every log line as it arrives, not only the progress records
   docker         the docker CLI on the target
 
 Returns: status, exit_code, exit_meaning (what the code means, where known), oom_killed, started_at, finished_at, run_seconds (time the
@@ -28,6 +29,7 @@ log_tail, and failed with a message when the exit code is not 0 or the timeout p
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import time
@@ -107,6 +109,7 @@ class ActionModule(ActionBase):
         "progress_prefix": {"type": "str", "default": "PROGRESS "},
         "tail_lines": {"type": "int", "default": 20},
         "save_log": {"type": "path"},
+        "show_log": {"type": "bool", "default": False},
         "docker": {"type": "str", "default": "docker"},
     }
 
@@ -175,7 +178,7 @@ class _Follower:
         prefix = self._args["progress_prefix"]
         for line in lines:
             self._tail.append(line)
-            if line.startswith(prefix):
+            if line.startswith(prefix) and not self._args["show_log"]:
                 try:
                     record = json.loads(line[len(prefix):])
                 except ValueError:
@@ -185,7 +188,10 @@ class _Follower:
                     self.progress.append(record)
                     display.display("[%s] %s: %s" % (self._host, self._args["name"], format_progress(record)))
                     continue
-            display.v("[%s] %s" % (self._host, line))
+            if self._args["show_log"]:
+                display.display(line)
+            else:
+                display.v("[%s] %s" % (self._host, line))
         del self._tail[:-max(self._args["tail_lines"], 1)]
 
     def _save_log(self) -> bool:
@@ -204,7 +210,13 @@ class _Follower:
         deadline = time.monotonic() + max(self._args["timeout"], 0)
         errors = 0
         state = None
+        # This runs in a worker process forked by ansible-playbook: when that dies (killed, its
+        # terminal closed) the worker is handed to another parent, and stops polling an orphaned run.
+        parent = os.getppid()
         while True:
+            if os.getppid() != parent:
+                return {"failed": True, "status": "controller-gone",
+                        "msg": "ansible-playbook is gone; stopped following %s (it keeps running)" % self._args["name"]}
             try:
                 state, lines = self._poll()
                 errors = 0
@@ -241,6 +253,9 @@ class _Follower:
         }
         if running:
             if not check_mode:
+                # The log so far comes home with the outputs, as after an exit.
+                if self._args.get("save_log"):
+                    result["changed"] = self._save_log()
                 result["failed"] = True
                 result["msg"] = (
                     "container %s is still running after %ss; it keeps running: run the play again to "

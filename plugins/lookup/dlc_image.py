@@ -70,6 +70,12 @@ options:
     type: str
     choices: [private, public]
     default: private
+  image:
+    description:
+      - An image given as a full reference. Nothing is resolved; with O(details=true) its facts are returned in
+        the same shape, read off the reference (C(account) and C(region) of an ECR image, C(login_required)).
+    type: str
+    version_added: 0.2.0
   details:
     description:
       - Return a dictionary with the URI and the image's facts (registry, account, region, repository, tag,
@@ -122,7 +128,7 @@ from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 from ansible.utils.display import Display
 
-from ansible_collections.cloudtrain.ec2.plugins.module_utils._dlc_images import DLCError, resolve
+from ansible_collections.cloudtrain.ec2.plugins.module_utils._dlc_images import DLCError, describe_reference, resolve
 
 display = Display()
 
@@ -137,6 +143,9 @@ class LookupModule(LookupBase):
             if framework_version and str(terms[0]) != str(framework_version):
                 raise AnsibleLookupError("the term '%s' and framework_version '%s' disagree" % (terms[0], framework_version))
             framework_version = terms[0]
+        if self.get_option("image"):
+            image = describe_reference(self.get_option("image"))
+            return [image if self.get_option("details") else image["uri"]]
         accelerator = self.get_option("accelerator") or None
         instance_type = self.get_option("instance_type") or None
         if not accelerator and not instance_type:

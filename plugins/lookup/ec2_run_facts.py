@@ -55,6 +55,13 @@ options:
     type: list
     elements: str
     default: []
+  all_runs:
+    description:
+      - List the live instances of every run of the collection in the region (tag V(managed-by=cloudtrain.ec2))
+        instead of one run's instances and resources.
+    type: bool
+    default: false
+    version_added: 0.2.0
 extends_documentation_fragment:
   - amazon.aws.boto3
   - amazon.aws.common.plugins
@@ -101,7 +108,8 @@ _raw:
       type: dict
     resources:
       description: >-
-        What the run owns: C(instances) (C(instance_id), C(state), C(instance_type), C(lifecycle), C(tags)),
+        What the run owns: C(instances) (C(instance_id), C(run_name), C(state), C(instance_type), C(lifecycle),
+        C(tags), C(image_id), C(launch_time), C(public_ip), C(public_dns), C(private_ip), C(ssh_user)),
         C(key_name), C(security_group_ids), C(launch_template_name), C(role_name), C(instance_profile_name).
       type: dict
 """
@@ -154,7 +162,9 @@ class LookupModule(AWSLookupBase):
         if result["problems"]:
             return result
 
-        if opt("run_name") or opt("instance_ids"):
+        if opt("all_runs"):
+            result["resources"] = {"instances": facts.all_runs(ec2)}
+        elif opt("run_name") or opt("instance_ids"):
             result["resources"] = facts.run_resources(
                 ec2, self.client("iam", retry), opt("run_name"), opt("resource_name"), opt("instance_ids"))
         return result

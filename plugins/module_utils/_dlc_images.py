@@ -48,6 +48,26 @@ def registry_host(account, region):
     return "%s.dkr.ecr.%s.%s" % (account, region, registry_domain(region))
 
 
+_ECR_REFERENCE = re.compile(
+    r"^(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
+    r"(?P<repository>[^:@]+)(?::(?P<tag>[^@]+))?(?:@.*)?$")
+
+
+def describe_reference(uri):
+    """The facts of an image given as a full reference: an ECR image names its account and region
+    (the login needs them); any other registry needs no ECR login."""
+    match = _ECR_REFERENCE.match(uri or "")
+    host, _slash, rest = (uri or "").partition("/")
+    facts = {"uri": uri, "registry": host if rest else None, "registry_id": None, "account": None, "region": None,
+             "login_required": False, "repository": None, "tag": None, "version": None, "accelerator": None,
+             "architecture": None, "python": None, "cuda": None, "os": None, "end_of_support": None,
+             "past_end_of_support": False}
+    if match:
+        facts.update(registry_id=match.group("account"), account=match.group("account"), region=match.group("region"),
+                     login_required=True, repository=match.group("repository"), tag=match.group("tag"))
+    return facts
+
+
 def normalize_python(value):
     """'3.12', '312', 'py312', 'python3.12' -> 'py312'."""
     if value in (None, ""):

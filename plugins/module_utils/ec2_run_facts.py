@@ -26,9 +26,9 @@ from ansible_collections.cloudtrain.ec2.plugins.module_utils.instance_types impo
     instance_architecture,
     parse_instance_type,
 )
+# The run's tags are defined once, in run_identity (re-exported here for the lookup's callers).
+from ansible_collections.cloudtrain.ec2.plugins.module_utils.run_identity import MANAGED_BY, RUN_TAG  # noqa: F401
 
-MANAGED_BY = "cloudtrain.ec2"
-RUN_TAG = "cloudtrain:run"
 # Instance states that still cost money or can come back: everything short of terminated.
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
@@ -216,6 +216,52 @@ def _owned(tags: Dict[str, str], run_name: str) -> bool:
     return tags.get("managed-by") == MANAGED_BY and tags.get(RUN_TAG) == run_name
 
 
+def _instance(inst: Dict[str, Any]) -> Dict[str, Any]:
+    launched = inst.get("LaunchTime")
+    return {
+        "instance_id": inst["InstanceId"],
+        "state": inst["State"]["Name"],
+        "instance_type": inst.get("InstanceType"),
+        "lifecycle": inst.get("InstanceLifecycle", "normal"),
+        "tags": _tags(inst.get("Tags")),
+        "run_name": _tags(inst.get("Tags")).get(RUN_TAG),
+        "image_id": inst.get("ImageId"),
+        "launch_time": launched.isoformat() if hasattr(launched, "isoformat") else launched,
+        "public_ip": inst.get("PublicIpAddress") or "",
+        "public_dns": inst.get("PublicDnsName") or "",
+        "private_ip": inst.get("PrivateIpAddress") or "",
+    }
+
+
+def list_instances(ec2, queries: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The live instances the describe_instances queries match, each once, sorted by ID, with the
+    login user of their AMI (one DescribeImages call for all of them)."""
+    seen = {}
+    for query in queries:
+        for page in ec2.get_paginator("describe_instances").paginate(**query):
+            for reservation in page["Reservations"]:
+                for inst in reservation["Instances"]:
+                    seen[inst["InstanceId"]] = _instance(inst)
+    image_ids = sorted({i["image_id"] for i in seen.values() if i["image_id"]})
+    users = {}
+    if image_ids:
+        try:
+            users = {img["ImageId"]: ssh_user_for_image(img) for img in ec2.describe_images(ImageIds=image_ids)["Images"]}
+        except botocore.exceptions.ClientError as exc:
+            # A deregistered AMI: its instances keep the default user.
+            if error_code(exc) not in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidAMIID.Malformed"):
+                raise
+    for inst in seen.values():
+        inst["ssh_user"] = users.get(inst["image_id"], "ec2-user")
+    return [seen[k] for k in sorted(seen)]
+
+
+def all_runs(ec2) -> List[Dict[str, Any]]:
+    """Every live instance this collection launched, in every run of the account and region."""
+    return list_instances(ec2, [{"Filters": [{"Name": "tag:managed-by", "Values": [MANAGED_BY]},
+                                             {"Name": "instance-state-name", "Values": LIVE_STATES}]}])
+
+
 def run_resources(ec2, iam, run_name: str, resource_name: str, instance_ids: List[str]) -> Dict[str, Any]:
     """What exists for the run: live instances (by run tag and/or IDs) and the resources it created.
 
@@ -231,19 +277,7 @@ def run_resources(ec2, iam, run_name: str, resource_name: str, instance_ids: Lis
         queries.append({"Filters": [{"Name": "tag:" + RUN_TAG, "Values": [run_name]}, state_filter]})
     if instance_ids:
         queries.append({"Filters": [{"Name": "instance-id", "Values": list(instance_ids)}, state_filter]})
-    seen = {}
-    for query in queries:
-        for page in ec2.get_paginator("describe_instances").paginate(**query):
-            for reservation in page["Reservations"]:
-                for inst in reservation["Instances"]:
-                    seen[inst["InstanceId"]] = {
-                        "instance_id": inst["InstanceId"],
-                        "state": inst["State"]["Name"],
-                        "instance_type": inst.get("InstanceType"),
-                        "lifecycle": inst.get("InstanceLifecycle", "normal"),
-                        "tags": _tags(inst.get("Tags")),
-                    }
-    found["instances"] = [seen[k] for k in sorted(seen)]
+    found["instances"] = list_instances(ec2, queries)
     if not run_name:
         return found
 

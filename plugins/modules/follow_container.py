@@ -17,6 +17,8 @@ description:
   - The container is never started, stopped or attached to. When the controller goes away the training carries on, and the
     next run follows it again. On timeout the task fails and the container keeps running.
   - Fails with the exit code and the last log lines when the container exits with a code other than 0.
+  - Stops, failing with RV(status=controller-gone), when the C(ansible-playbook) process that started it is gone, so a
+    controller that dies leaves no worker polling an orphaned run.
 author:
   - cloudtrain.ec2 contributors (@cloudtrain)
 options:
@@ -43,9 +45,14 @@ options:
     default: 20
   save_log:
     description:
-      - Path on the target. After the exit, the full log of the container is written there.
+      - Path on the target. After the exit, the full log of the container is written there; on timeout, the log so far.
       - The task reports changed only when that file's content changed.
     type: path
+  show_log:
+    description: Print every log line as it arrives (C(docker logs -f)), instead of only the progress records.
+    type: bool
+    default: false
+    version_added: 0.2.0
   docker:
     description: The docker CLI on the target.
     type: str
@@ -81,7 +88,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 status:
-  description: The container's state at the end (V(exited), V(running) on timeout, V(missing)).
+  description:
+    - The container's state at the end (V(exited), V(running) on timeout, V(missing)), or V(controller-gone) when
+      C(ansible-playbook) died while following.
   returned: always
   type: str
   sample: exited

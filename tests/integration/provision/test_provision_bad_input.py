@@ -58,6 +58,6 @@ def test_missing_credentials_say_how_to_configure_them(emulator_env, clients, tm
 
 def test_teardown_needs_a_run_or_ids_and_terminate_for_deletes(emulator_env):
     rc, out = run_playbook(emulator_env, "teardown.yml")
-    assert rc != 0 and "teardown_run_name / teardown_instance_ids: both are empty" in " ".join(out.split()), out
-    rc, out = run_playbook(emulator_env, "teardown.yml", "run_name=ct-pytest-none", "delete_resources=true")
+    assert rc != 0 and "say which run: -e run_name=NAME" in " ".join(out.split()), out
+    rc, out = run_playbook(emulator_env, "teardown.yml", "run_name=ct-pytest-none", "teardown_delete_resources=true")
     assert rc != 0 and "teardown_delete_resources: true needs teardown_action: terminate" in " ".join(out.split()), out

@@ -22,7 +22,7 @@ def test_spot_s3_imported_key_lifecycle(emulator_env, clients, tmp_path):
     public_key = tmp_path / "id_ed25519.pub"
     public_key.write_bytes(ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
-    run_playbook(emulator_env, "teardown.yml", f"run_name={RUN}", "action=terminate", "delete_resources=true")
+    run_playbook(emulator_env, "teardown.yml", f"run_name={RUN}", "teardown_action=terminate")
 
     inputs = json.dumps({
         "run_name": RUN, "instance_type": "c7g.large", "instance_count": 2, "market": "spot",
@@ -71,8 +71,8 @@ def test_spot_s3_imported_key_lifecycle(emulator_env, clients, tmp_path):
         assert changed_tasks == ["cloudtrain.ec2.provision : Key pair (AWS-generated, private key written 0600 "
                                  "on the controller, or the imported public key)"], out
     finally:
-        rc, out = run_playbook(emulator_env, "teardown.yml", f"run_name={RUN}", "action=terminate", "delete_resources=true")
+        rc, out = run_playbook(emulator_env, "teardown.yml", f"run_name={RUN}", "teardown_action=terminate")
     assert rc == 0, out
     assert run_owned(clients, RUN) == {}
-    rc, out = run_playbook(emulator_env, "teardown.yml", f"run_name={RUN}", "action=terminate", "delete_resources=true")
+    rc, out = run_playbook(emulator_env, "teardown.yml", f"run_name={RUN}", "teardown_action=terminate")
     assert rc == 0 and _changed(out) == 0, out

@@ -33,7 +33,11 @@ def _assert_failed_and_stopped(result, run_name: str, *expected: str) -> None:
 def test_training_exits_non_zero(aws, standin, tmp_path):
     # No data and --no-download: the trainer stops with its "bad input" exit code 2.
     result = run_site(standin, "fail-train", tmp_path, data_src="", train_args=["--no-download", "--limit-train", "100"])
-    _assert_failed_and_stopped(result, "fail-train", "exited with code 2", "last log lines")
+    artifacts = tmp_path / "artifacts" / "fail-train"
+    # The log comes home, and the failure says where.
+    _assert_failed_and_stopped(result, "fail-train", "exited with code 2", "last log lines",
+                               f"what came home (log and outputs): {artifacts}")
+    assert (artifacts / "train.log").stat().st_size > 0
 
 
 def test_repo_cannot_be_cloned(aws, standin, tmp_path):

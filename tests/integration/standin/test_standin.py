@@ -91,7 +91,7 @@ def test_vars_match_the_scenarios():
     assert host_vars["docker_daemon_options"] == play["docker_daemon_options"]
     site = yaml.safe_load((REPO / "extensions/molecule/default/molecule.yml").read_text())
     group = site["provisioner"]["inventory"]["group_vars"]["all"]
-    assert group["instance_host_vars"] == play["provision_host_vars"]
+    assert group["provision_host_vars"] == play["provision_host_vars"]
     assert group["docker_daemon_options"] == play["docker_daemon_options"]
 
 

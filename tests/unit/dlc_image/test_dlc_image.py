@@ -236,3 +236,19 @@ def test_lookup_plugin_through_ansible(tmp_path):
     assert "ARM=pytorch-training-arm64" in out and "is past its end of support" in out
     assert proc.returncode == 2, out
     assert "nearest valid images" in out and "2.6.0-gpu-py312-cu126-ubuntu22.04-ec2" in out
+
+
+@pytest.mark.parametrize("uri, account, region, login", [
+    (BLOG_GPU, "763104351884", "us-east-1", True),
+    ("727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/pytorch-training:2.4.0-cpu-py311-ubuntu22.04-ec2",
+     "727897471807", "cn-north-1", True),
+    ("public.ecr.aws/deep-learning-containers/pytorch-training:2.4.0-cpu-py311-ubuntu22.04-ec2", None, None, False),
+    ("ghcr.io/me/trainer@sha256:" + "0" * 64, None, None, False),
+])
+def test_a_given_image_is_described_not_resolved(uri, account, region, login):
+    facts = dlc.describe_reference(uri)
+    assert (facts["uri"], facts["account"], facts["registry_id"], facts["region"], facts["login_required"]) == (
+        uri, account, account, region, login)
+    # The same keys as a resolved image: the train role reads either without knowing which.
+    resolved = dlc.resolve(framework_version="2.4.0", accelerator="gpu", region="us-east-1")
+    assert set(facts) <= set(resolved)
