@@ -208,6 +208,26 @@ def resolve_network(ec2, subnet_id: str, vpc_id: str, zones: List[str]) -> Dict[
     return {"subnet_id": subnet["SubnetId"], "vpc_id": subnet["VpcId"], "zone": subnet["AvailabilityZone"]}
 
 
+def candidate_subnets(ec2, subnet_id: str, vpc_id: str, zones: List[str]) -> Dict[str, Any]:
+    """The subnets a launch may try in order: the given one, or one per zone offering the type.
+
+    A second zone is where a launch goes when the first answers InsufficientInstanceCapacity.
+    """
+    if subnet_id:
+        given = resolve_network(ec2, subnet_id, vpc_id, zones)
+        return given if "problem" in given else {"subnets": [given]}
+    filters = [{"Name": "vpc-id", "Values": [vpc_id]}] if vpc_id else [{"Name": "default-for-az", "Values": ["true"]}]
+    subnets = [s for s in ec2.describe_subnets(Filters=filters)["Subnets"] if s["AvailabilityZone"] in zones]
+    subnets.sort(key=lambda s: (not s.get("MapPublicIpOnLaunch"), s["AvailabilityZone"], s["SubnetId"]))
+    chosen, seen = [], set()
+    for subnet in subnets:
+        if subnet["AvailabilityZone"] not in seen:
+            seen.add(subnet["AvailabilityZone"])
+            chosen.append({"subnet_id": subnet["SubnetId"], "vpc_id": subnet["VpcId"], "zone": subnet["AvailabilityZone"]})
+    # None usable: resolve_network words the problem.
+    return {"subnets": chosen} if chosen else resolve_network(ec2, subnet_id, vpc_id, zones)
+
+
 def _tags(items) -> Dict[str, str]:
     return {t["Key"]: t["Value"] for t in items or []}
 
