@@ -211,7 +211,7 @@ class LookupModule(AWSLookupBase):
         live = [i for i in result.get("resources", {}).get("instances", []) if i["state"] in ("pending", "running")]
         count = opt("instance_count")
         launching = len(live) < count
-        quotas = Quotas(self, ec2, opt("market"), region, instance_types, result["warnings"]) if launching else None
+        quotas = Quotas(self, ec2, opt("market"), region, result["warnings"]) if launching else None
         # A run whose instances exist keeps their type: ec2_instance would try to change it otherwise.
         existing = {i["instance_type"] for i in result.get("resources", {}).get("instances", [])}
         ordered = [t for t in instance_types if t in existing] + [t for t in instance_types if t not in existing]
@@ -272,20 +272,14 @@ class LookupModule(AWSLookupBase):
 class Quotas:
     """Service Quotas values and the vCPUs already running, asked once per quota class."""
 
-    def __init__(self, lookup, ec2, market, region, instance_types, warnings):
+    def __init__(self, lookup, ec2, market, region, warnings):
         self.market, self.region, self.warnings = market, region, warnings
         self.service_quotas = lookup.client("service-quotas", AWSRetry.jittered_backoff())
         self.running = [i for page in ec2.get_paginator("describe_instances").paginate(
             Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
             for r in page["Reservations"] for i in r["Instances"]]
-        known = []
-        for instance_type in instance_types:
-            try:
-                quotas.quota_class(instance_type)
-                known.append(instance_type)
-            except ValueError:
-                pass
-        self.vcpus = quotas.type_vcpus(ec2, known + [i["InstanceType"] for i in self.running]) if known else {}
+        self.ec2 = ec2
+        self.vcpus = quotas.type_vcpus(ec2, [i["InstanceType"] for i in self.running]) if self.running else {}
         self.values = {}
 
     def check(self, instance_type, count):
@@ -304,7 +298,8 @@ class Quotas:
                 self.warnings.append(warning)
             return None
         if instance_type not in self.vcpus:
-            return None
+            # Asked only now: DescribeInstanceTypes refuses a type the region does not offer.
+            self.vcpus.update(quotas.type_vcpus(self.ec2, [instance_type]))
         in_use = quotas.running_vcpus(self.running, self.vcpus, quota["class"], self.market)
         return quotas.check_quota(instance_type, count, self.market, self.region, self.vcpus,
                                   dict(quota, value=value["value"], name=value["name"] or quota["name"]), in_use)

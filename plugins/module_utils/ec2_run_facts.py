@@ -91,6 +91,14 @@ def _offered_types(ec2, location_type: str, filters: List[Dict[str, Any]]) -> Li
     return offers
 
 
+def _is_gpu(instance_type: str) -> bool:
+    # Offered types include some this collection's parser does not take (u-6tb1.112xlarge, c7a.metal-48xl).
+    try:
+        return instance_accelerator(instance_type) == "gpu"
+    except ValueError:
+        return False
+
+
 def check_instance_type(ec2, instance_type: str, region: str) -> Dict[str, Any]:
     """The availability zones of ``region`` that offer the type, or a problem naming the accepted types."""
     try:
@@ -103,7 +111,7 @@ def check_instance_type(ec2, instance_type: str, region: str) -> Dict[str, Any]:
         return {"zones": zones}
     offered = sorted(o["InstanceType"] for o in _offered_types(ec2, "region", []))
     same_family = [t for t in offered if t.startswith(family + ".")]
-    accepted = same_family or [t for t in offered if instance_accelerator(t) == "gpu"][:40] or offered[:40]
+    accepted = same_family or [t for t in offered if _is_gpu(t)][:40] or offered[:40]
     return {"problem": problem(
         "instance_type",
         "'%s' is not an instance type offered in %s; accepted: one of the %d types offered there, e.g. %s"

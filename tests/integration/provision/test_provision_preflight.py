@@ -15,8 +15,7 @@ import pytest
 from provision_helpers import REPO, run_owned, run_playbook
 
 sys.path.insert(0, str(REPO / "tests" / "standin"))
-import emulator  # noqa: E402  (tests/standin is plumbing, not a package)
-import faults  # noqa: E402
+import faults  # noqa: E402  (tests/standin is plumbing, not a package)
 
 GOOD = {"region": "us-east-1", "ssh_cidrs": ["203.0.113.7/32"], "wait_for_connection": False,
         "provision_key_dir": "/nonexistent/never-written"}
@@ -31,9 +30,19 @@ def proxy(emulator_env):
         yield running
 
 
-def _everything():
-    """The emulator's whole state, but for what only reading changes (the IAM policies' usage marks)."""
-    return emulator.resources()
+def _everything(clients):
+    """Every resource a run could create, account-wide (not only what carries the run's name)."""
+    ec2, iam = clients["ec2"], clients["iam"]
+    return {
+        "instances": sorted((i["InstanceId"], i["State"]["Name"]) for r in ec2.describe_instances()["Reservations"]
+                            for i in r["Instances"]),
+        "volumes": sorted(v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]),
+        "key_pairs": sorted(k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]),
+        "security_groups": sorted(g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]),
+        "launch_templates": sorted(t["LaunchTemplateId"] for t in ec2.describe_launch_templates()["LaunchTemplates"]),
+        "roles": sorted(r["RoleName"] for r in iam.list_roles()["Roles"]),
+        "instance_profiles": sorted(p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]),
+    }
 
 
 def _flat(out):
@@ -68,12 +77,12 @@ def test_preflight_refuses_before_anything_is_created(proxy, clients, case):
         proxy.quota(code, value, name={"L-DB2E81BA": "Running On-Demand G and VT instances",
                                        "L-34B43A08": "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests"}[code])
     run_name = "ct-pytest-preflight-" + case
-    before = _everything()
+    before = _everything(clients)
     rc, out = run_playbook(proxy.env, "provision.yml", json.dumps({**GOOD, "run_name": run_name, **change}))
     assert rc != 0, out
     for text in expected:
         assert text in _flat(out), out
-    assert _everything() == before
+    assert _everything(clients) == before
     assert run_owned(clients, run_name) == {}
     assert proxy.tried("RunInstances") == []
 
@@ -100,5 +109,5 @@ def test_an_unreadable_quota_is_a_warning_and_no_capacity_anywhere_a_clear_failu
         assert all(refused == "InsufficientInstanceCapacity" for _, refused in tried), tried
         assert "instances" not in run_owned(clients, run_name)
     finally:
-        run_playbook(proxy.env, "teardown.yml", "run_name=" + run_name, "teardown_action=terminate")
+        run_playbook(proxy.env, "teardown.yml", "run_name=" + run_name, "action=terminate", "delete_resources=true")
     assert run_owned(clients, run_name) == {}
