@@ -45,7 +45,7 @@ options:
     type: str
     default: gp3
   max_hours:
-    description: Hours after boot when an instance must be off (0 - no limit); gives RV(_raw.candidates[].hard_limit_seconds).
+    description: Hours after boot when an instance must be off (0 - no limit); gives each candidate's C(hard_limit_seconds).
     type: float
     default: 0
   max_cost:
@@ -260,8 +260,7 @@ class LookupModule(AWSLookupBase):
         if opt("max_cost") > 0 and hourly is None:
             return {"problem": facts.problem(
                 "max_cost", "%s USD cannot be turned into a time limit: the price table (%s) has no price for %s "
-                            "in %s; accepted: max_hours instead" % (opt("max_cost"), prices.PRICE_DATE, instance_type,
-                                                                     self.region))}
+                "in %s; accepted: max_hours instead" % (opt("max_cost"), prices.PRICE_DATE, instance_type, self.region))}
         networks = facts.candidate_subnets(ec2, opt("subnet_id"), opt("vpc_id"), offered["zones"])
         if "problem" in networks:
             return networks
@@ -286,7 +285,7 @@ class Quotas:
         quota = quotas.quota_for(instance_type, self.market)
         if quota is None:
             self.warnings.append("%s counts against no running-instance vCPU quota this collection knows: "
-                                        "its room is not checked" % instance_type)
+                                 "its room is not checked" % instance_type)
             return None
         if quota["code"] not in self.values:
             self.values[quota["code"]] = quotas.quota_value(self.service_quotas, quota["code"])

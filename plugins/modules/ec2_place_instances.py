@@ -14,7 +14,7 @@ description:
   - Calls C(RunInstances) for each of O(candidates) in order (an instance type, a subnet and the AMI that fits
     the type) until one launches. An answer in O(capacity_error_codes) (no capacity in that zone, type not
     taken there) moves on to the next candidate at once; any other error fails.
-  - Exists because M(amazon.aws.ec2_instance) retries V(InsufficientInstanceCapacity) in the same place for
+  - Exists because M(amazon.aws.ec2_instance) retries V(InsufficientInstanceCapacity) in the same place, for
     minutes. The C(cloudtrain.ec2.provision) role runs it only when the run has no instance yet, and hands the
     launched instances to M(amazon.aws.ec2_instance), which finds them by the run tag and waits for them.
   - A just-created instance profile is not usable for some seconds; that answer is retried in place.
@@ -106,7 +106,7 @@ landed:
   returned: success
   type: dict
 tried:
-  description: The candidates refused before, each as C(<type> in <zone>: <error code>).
+  description: The candidates refused before, each as C(<type> in <zone>) and the error code after a colon.
   returned: always
   type: list
   elements: str

@@ -17,7 +17,7 @@ import time
 
 import boto3
 
-from site_helpers import BIN, REPO, STANDIN, instance_states
+from site_helpers import BIN, DATA, REPO, STANDIN, instance_states
 
 sys.path.insert(0, str(STANDIN))
 import faults  # noqa: E402  (tests/standin is plumbing, not a package)
@@ -76,7 +76,7 @@ def test_an_instance_never_reached_over_ssh_powers_off_after_idle_minutes(aws, s
 def test_an_instance_whose_training_finished_powers_off_with_the_controller_gone(aws, standin, tmp_path):
     run_name = "watchdog-alone"
     extra = {"run_name": run_name, "idle_minutes": 1, "epochs": 1, "train_poll_interval": 2,
-             "train_args": ["--limit-train", "500", "--limit-test", "200", "--threads", "1"],
+             "train_args": ["--limit-train", "500", "--limit-test", "200", "--threads", "1"], "data_src": str(DATA),
              "artifacts_dir": str(tmp_path / "artifacts")}
     cmd = [str(BIN / "ansible-playbook"), "site.yml", "-e", "@" + str(STANDIN / "demo.yml"),
            "-e", "@" + str(standin), "-e", json.dumps(extra)]
