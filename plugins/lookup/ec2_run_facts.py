@@ -9,7 +9,8 @@ short_description: Check a training run's EC2 inputs and find what the run alrea
 version_added: 0.1.0
 description:
   - Read-only. Checks the region against botocore's list, the credentials (STS GetCallerIdentity), that the
-    instance type is offered in the region, resolves the AMI (override or the SSM parameter that fits the
+    instance type is offered in the region, that the account's running-instance vCPU quota for the type's family
+    (Service Quotas, on-demand or spot) minus the vCPUs already running has room for it, resolves the AMI (override or the SSM parameter that fits the
     type's accelerator and architecture), checks the root volume against the AMI, picks the subnet, and
     lists the live instances, key pair, security group, launch template, IAM role and instance profile
     that carry the run's tags (V(managed-by=cloudtrain.ec2), V(cloudtrain:run=<run_name>)).
@@ -22,6 +23,37 @@ options:
     description: EC2 instance type to check and to pick the AMI for. Empty skips the type, AMI and network checks.
     type: str
     default: ''
+  instance_types:
+    description:
+      - >-
+        Instance types in order of preference, instead of O(instance_type). Each is checked (offered in the region,
+        an AMI, vCPU quota room, a subnet); those that fail are left out with a warning, and only when all fail
+        are their problems returned. The launch candidates are RV(_raw.candidates).
+    type: list
+    elements: str
+    default: []
+  market:
+    description: C(on-demand) or C(spot), the vCPU quota (Service Quotas) the launch counts against.
+    type: str
+    default: on-demand
+  instance_count:
+    description: How many instances the run keeps; the quota must have room for those not running yet.
+    type: int
+    default: 1
+  root_volume_type:
+    description: Root volume type, for the hourly price behind O(max_cost).
+    type: str
+    default: gp3
+  max_hours:
+    description: Hours after boot when an instance must be off (0 - no limit); gives each candidate's C(hard_limit_seconds).
+    type: float
+    default: 0
+  max_cost:
+    description: >-
+      USD the run may cost on demand (0 - no limit), turned into a time limit with the shipped price table; a type
+      without a price there is refused.
+    type: float
+    default: 0
   ami_id:
     description: AMI to use instead of the SSM parameters.
     type: str
@@ -106,6 +138,16 @@ _raw:
     network:
       description: The subnet chosen (C(subnet_id), C(vpc_id), C(zone)).
       type: dict
+    candidates:
+      description: >-
+        Where a launch may go, in order: C(instance_type), C(zone), C(subnet_id), C(vpc_id), C(image) (as RV(_raw.image)),
+        C(hard_limit_seconds). One per zone offering the type, the types in order of preference.
+      type: list
+      elements: dict
+    warnings:
+      description: What was not checked or left out (also shown as warnings), e.g. a vCPU quota Service Quotas would not tell.
+      type: list
+      elements: str
     resources:
       description: >-
         What the run owns: C(instances) (C(instance_id), C(run_name), C(state), C(instance_type), C(lifecycle),
@@ -125,6 +167,8 @@ from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.plugin_utils.lookup import AWSLookupBase
+from ansible_collections.cloudtrain.ec2.plugins.module_utils import _prices as prices
+from ansible_collections.cloudtrain.ec2.plugins.module_utils import _vcpu_quotas as quotas
 from ansible_collections.cloudtrain.ec2.plugins.module_utils import ec2_run_facts as facts
 
 
@@ -139,7 +183,7 @@ class LookupModule(AWSLookupBase):
     def _gather(self):
         opt = self.get_option
         region = self.region
-        result = {"problems": [], "region": region}
+        result = {"problems": [], "warnings": [], "region": region}
         session = boto3.session.Session()
 
         bad_region = facts.check_region(session, region)
@@ -156,42 +200,115 @@ class LookupModule(AWSLookupBase):
         result["account"] = who["account"]
         ec2 = self.client("ec2", retry)
 
-        instance_type = opt("instance_type")
-        if instance_type:
-            self._check_launch(ec2, instance_type, result)
-        if result["problems"]:
-            return result
-
+        # Read first: a run that already has its instances launches nothing, so no quota applies.
         if opt("all_runs"):
             result["resources"] = {"instances": facts.all_runs(ec2)}
         elif opt("run_name") or opt("instance_ids"):
             result["resources"] = facts.run_resources(
                 ec2, self.client("iam", retry), opt("run_name"), opt("resource_name"), opt("instance_ids"))
+        instance_types = list(opt("instance_types") or []) or ([opt("instance_type")] if opt("instance_type") else [])
+        if instance_types:
+            self._check_launch(ec2, instance_types, result)
+        for warning in result["warnings"]:
+            self._display.warning(warning)
         return result
 
-    def _check_launch(self, ec2, instance_type, result):
+    def _check_launch(self, ec2, instance_types, result):
+        """Every type in order of preference: offered, an image, quota room, subnets; the launch candidates."""
         opt = self.get_option
-        offered = facts.check_instance_type(ec2, instance_type, result["region"])
-        if "problem" in offered:
-            result["problems"].append(offered["problem"])
+        region = result["region"]
+        ssm = self.client("ssm", AWSRetry.jittered_backoff())
+        live = [i for i in result.get("resources", {}).get("instances", []) if i["state"] in ("pending", "running")]
+        count = opt("instance_count")
+        launching = len(live) < count
+        quotas = Quotas(self, ec2, opt("market"), region, result["warnings"]) if launching else None
+        # A run whose instances exist keeps their type: ec2_instance would try to change it otherwise.
+        existing = {i["instance_type"] for i in result.get("resources", {}).get("instances", [])}
+        ordered = [t for t in instance_types if t in existing] + [t for t in instance_types if t not in existing]
+        refused, candidates = [], []
+        for instance_type in ordered:
+            found = self._check_type(ec2, ssm, instance_type, quotas, count - len(live))
+            if "problem" in found:
+                refused.append((instance_type, found["problem"]))
+                continue
+            for network in found["networks"]:
+                candidates.append(dict(network, instance_type=instance_type, image=found["image"],
+                                       hard_limit_seconds=found["hard_limit_seconds"]))
+        if not candidates:
+            several = len(refused) > 1
+            result["problems"].extend(
+                dict(p, message=("(%s) " % t if several and t not in p["message"] else "") + p["message"]) for t, p in refused)
             return
-        result["zones"] = offered["zones"]
+        result["warnings"].extend("instance_type %s is left out: %s: %s" % (t, p["field"], p["message"]) for t, p in refused)
+        result["candidates"] = candidates
+        first = candidates[0]
+        result["image"] = first["image"]
+        result["zones"] = [c["zone"] for c in candidates if c["instance_type"] == first["instance_type"]]
+        result["network"] = {k: first[k] for k in ("subnet_id", "vpc_id", "zone")}
 
-        found = facts.resolve_image(ec2, self.client("ssm", AWSRetry.jittered_backoff()), instance_type,
-                                    opt("ami_id"), opt("ami_ssm_parameters"))
+    def _check_type(self, ec2, ssm, instance_type, quotas, count):
+        opt = self.get_option
+        offered = facts.check_instance_type(ec2, instance_type, self.region)
+        if "problem" in offered:
+            return offered
+        found = facts.resolve_image(ec2, ssm, instance_type, opt("ami_id"), opt("ami_ssm_parameters"))
         if "problem" in found:
-            result["problems"].append(found["problem"])
-            return
-        image = result["image"] = found["image"]
+            return found
+        image = found["image"]
         wanted = opt("root_volume_size")
         if wanted and wanted < image["root_volume_size"]:
-            result["problems"].append(facts.problem(
+            return {"problem": facts.problem(
                 "root_volume_size",
                 "%d GiB is smaller than the %d GiB root volume AMI '%s' needs; accepted: %d or more"
-                % (wanted, image["root_volume_size"], image["id"], image["root_volume_size"])))
+                % (wanted, image["root_volume_size"], image["id"], image["root_volume_size"]))}
+        if quotas is not None:
+            short = quotas.check(instance_type, count)
+            if short:
+                return {"problem": facts.problem("instance_type", short)}
+        hourly = prices.hourly_ceiling(instance_type, self.region, wanted or image["root_volume_size"],
+                                       opt("root_volume_type"))
+        if opt("max_cost") > 0 and hourly is None:
+            return {"problem": facts.problem(
+                "max_cost", "%s USD cannot be turned into a time limit: the price table (%s) has no price for %s "
+                "in %s; accepted: max_hours instead" % (opt("max_cost"), prices.PRICE_DATE, instance_type, self.region))}
+        networks = facts.candidate_subnets(ec2, opt("subnet_id"), opt("vpc_id"), offered["zones"])
+        if "problem" in networks:
+            return networks
+        return {"image": image, "networks": networks["subnets"],
+                "hard_limit_seconds": prices.hard_limit_seconds(opt("max_hours"), opt("max_cost"), hourly, count)}
 
-        network = facts.resolve_network(ec2, opt("subnet_id"), opt("vpc_id"), offered["zones"])
-        if "problem" in network:
-            result["problems"].append(network["problem"])
-        else:
-            result["network"] = network
+
+class Quotas:
+    """Service Quotas values and the vCPUs already running, asked once per quota class."""
+
+    def __init__(self, lookup, ec2, market, region, warnings):
+        self.market, self.region, self.warnings = market, region, warnings
+        self.service_quotas = lookup.client("service-quotas", AWSRetry.jittered_backoff())
+        self.running = [i for page in ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+            for r in page["Reservations"] for i in r["Instances"]]
+        self.ec2 = ec2
+        self.vcpus = quotas.type_vcpus(ec2, [i["InstanceType"] for i in self.running]) if self.running else {}
+        self.values = {}
+
+    def check(self, instance_type, count):
+        quota = quotas.quota_for(instance_type, self.market)
+        if quota is None:
+            self.warnings.append("%s counts against no running-instance vCPU quota this collection knows: "
+                                 "its room is not checked" % instance_type)
+            return None
+        if quota["code"] not in self.values:
+            self.values[quota["code"]] = quotas.quota_value(self.service_quotas, quota["code"])
+        value = self.values[quota["code"]]
+        if "unknown" in value:
+            warning = ("the '%s' quota (%s) could not be read (%s): launches are tried without knowing whether they fit"
+                       % (quota["name"], quota["code"], value["unknown"]))
+            if warning not in self.warnings:
+                self.warnings.append(warning)
+            return None
+        if instance_type not in self.vcpus:
+            # Asked only now: DescribeInstanceTypes refuses a type the region does not offer.
+            self.vcpus.update(quotas.type_vcpus(self.ec2, [instance_type]))
+        in_use = quotas.running_vcpus(self.running, self.vcpus, quota["class"], self.market)
+        return quotas.check_quota(instance_type, count, self.market, self.region, self.vcpus,
+                                  dict(quota, value=value["value"], name=value["name"] or quota["name"]), in_use)

@@ -91,6 +91,14 @@ def _offered_types(ec2, location_type: str, filters: List[Dict[str, Any]]) -> Li
     return offers
 
 
+def _is_gpu(instance_type: str) -> bool:
+    # Offered types include some this collection's parser does not take (u-6tb1.112xlarge, c7a.metal-48xl).
+    try:
+        return instance_accelerator(instance_type) == "gpu"
+    except ValueError:
+        return False
+
+
 def check_instance_type(ec2, instance_type: str, region: str) -> Dict[str, Any]:
     """The availability zones of ``region`` that offer the type, or a problem naming the accepted types."""
     try:
@@ -103,7 +111,7 @@ def check_instance_type(ec2, instance_type: str, region: str) -> Dict[str, Any]:
         return {"zones": zones}
     offered = sorted(o["InstanceType"] for o in _offered_types(ec2, "region", []))
     same_family = [t for t in offered if t.startswith(family + ".")]
-    accepted = same_family or [t for t in offered if instance_accelerator(t) == "gpu"][:40] or offered[:40]
+    accepted = same_family or [t for t in offered if _is_gpu(t)][:40] or offered[:40]
     return {"problem": problem(
         "instance_type",
         "'%s' is not an instance type offered in %s; accepted: one of the %d types offered there, e.g. %s"
@@ -206,6 +214,26 @@ def resolve_network(ec2, subnet_id: str, vpc_id: str, zones: List[str]) -> Dict[
                                           "set subnet_id explicitly" % (where, ", ".join(zones) or "none"))}
     subnet = usable[0]
     return {"subnet_id": subnet["SubnetId"], "vpc_id": subnet["VpcId"], "zone": subnet["AvailabilityZone"]}
+
+
+def candidate_subnets(ec2, subnet_id: str, vpc_id: str, zones: List[str]) -> Dict[str, Any]:
+    """The subnets a launch may try in order: the given one, or one per zone offering the type.
+
+    A second zone is where a launch goes when the first answers InsufficientInstanceCapacity.
+    """
+    if subnet_id:
+        given = resolve_network(ec2, subnet_id, vpc_id, zones)
+        return given if "problem" in given else {"subnets": [given]}
+    filters = [{"Name": "vpc-id", "Values": [vpc_id]}] if vpc_id else [{"Name": "default-for-az", "Values": ["true"]}]
+    subnets = [s for s in ec2.describe_subnets(Filters=filters)["Subnets"] if s["AvailabilityZone"] in zones]
+    subnets.sort(key=lambda s: (not s.get("MapPublicIpOnLaunch"), s["AvailabilityZone"], s["SubnetId"]))
+    chosen, seen = [], set()
+    for subnet in subnets:
+        if subnet["AvailabilityZone"] not in seen:
+            seen.add(subnet["AvailabilityZone"])
+            chosen.append({"subnet_id": subnet["SubnetId"], "vpc_id": subnet["VpcId"], "zone": subnet["AvailabilityZone"]})
+    # None usable: resolve_network words the problem.
+    return {"subnets": chosen} if chosen else resolve_network(ec2, subnet_id, vpc_id, zones)
 
 
 def _tags(items) -> Dict[str, str]:
