@@ -106,8 +106,8 @@ def test_an_unreadable_quota_is_a_warning_and_no_capacity_anywhere_a_clear_failu
         zones = clients["ec2"].describe_instance_type_offerings(
             LocationType="availability-zone", Filters=[{"Name": "instance-type", "Values": ["m5.large"]}])
         assert len(tried) == 2 * len(zones["InstanceTypeOfferings"]), tried
-        assert all(refused == "InsufficientInstanceCapacity" for _, refused in tried), tried
+        assert all(refused == "InsufficientInstanceCapacity" for _type, refused in tried), tried
         assert "instances" not in run_owned(clients, run_name)
     finally:
-        run_playbook(proxy.env, "teardown.yml", "run_name=" + run_name, "action=terminate", "delete_resources=true")
+        run_playbook(proxy.env, "teardown.yml", "run_name=" + run_name, "teardown_action=terminate")
     assert run_owned(clients, run_name) == {}
