@@ -7,8 +7,8 @@ REF: the <repository>:<tag> references of the training image (default: what `sta
 
 A team that launches many short runs bakes its own AMI from the Deep Learning Base AMI with the
 training image already pulled; a fresh instance of it starts training without the 6 GB pull. The
-stand-in's version (emulator.GOLDEN_AMI_ID) boots the `dlami` instance image (Docker installed)
-with its /var/lib/docker volume pre-filled from a seed: a Docker data folder that an instance's
+stand-in's version (emulator.GOLDEN_AMI_ID) boots the `dlami` instance image (Docker and the
+roles' packages installed) with its /var/lib/docker volume filled from a seed (fill()): a Docker data folder that an instance's
 own Docker filled by pulling the training image from the stand-in's registry under its ECR name,
 so the train role finds the image exactly as it would after its own pull.
 
@@ -107,6 +107,7 @@ def fill(target_volume: str, seed: str) -> float:
     Needs the volumes on one filesystem, as Docker's local volumes are.
     """
     started = time.monotonic()
+    docker("volume", "rm", "-f", target_volume, check=False)  # what a failed earlier attempt left
     docker("volume", "create", target_volume)
     source, target = mountpoint(seed) / "docker", mountpoint(target_volume)
     shutil.copystat(source, target)
