@@ -250,11 +250,26 @@ def vars_path(name: str | None = None) -> Path:
     return STATE / (f"vars-{name}.yml" if name else "vars.yml")
 
 
+def golden_ami_known() -> bool:
+    """Whether the running emulator holds the golden AMI (one started by older code does not)."""
+    try:
+        instances.clients()["ec2"].describe_images(ImageIds=[emulator.GOLDEN_AMI_ID])
+        return True
+    except Exception:  # noqa: BLE001  (InvalidAMIID.NotFound, or no emulator at all)
+        return False
+
+
 def write_vars(tags: list[str], name: str | None = None) -> Path:
     path = vars_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
+    play = play_vars(tags)
+    if not golden_ami_known():
+        # Tests then launch the plain AMI: slower, not wrong.
+        log(f"the emulator at {emulator.URL} has no golden AMI (started by older code?): "
+            "`python tests/standin/emulator.py stop`, then `up`, to get it")
+        del play["standin_golden_ami_id"]
     # JSON is YAML: readable by include_vars / -e @file without PyYAML here.
-    path.write_text("---\n" + json.dumps(play_vars(tags), indent=2) + "\n")
+    path.write_text("---\n" + json.dumps(play, indent=2) + "\n")
     return path
 
 
