@@ -25,6 +25,13 @@ STATE_DIR = Path(os.environ.get("CLOUDTRAIN_STANDIN_STATE", Path(__file__).resol
 PID_FILE = STATE_DIR / "moto.pid"
 LOG_FILE = STATE_DIR / "moto.log"
 
+# The stand-in's "golden" AMI: a Deep Learning AMI as a team bakes it, Docker installed and the
+# training image already pulled (emulator_server.py adds it to every region's images, again after
+# each reset; instances.py boots its instances with the seeded Docker data folder). An x86_64
+# Amazon Linux image by its name, so the collection logs in as ec2-user.
+GOLDEN_AMI_ID = "ami-0c7d1a9e5eed00001"
+GOLDEN_AMI_NAME = "cloudtrain-standin-dlami-al2023-x86_64-training-image-pulled"
+
 # What the emulator validates like AWS does (issue: AMI, key pair and instance type checks on).
 SERVER_ENV = {
     "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",

@@ -7,6 +7,10 @@ use, but not the Deep Learning AMIs' /aws/service/deeplearning/* parameters, and
 PutParameter under /aws/. So they are loaded here the way moto loads its own: on first use, per
 region, again after every reset. They point at AMIs the emulator has: its "Deep Learning AMI
 Amazon Linux" (x86_64), and the Amazon Linux 2023 arm64 image for the arm64 GPU family.
+
+Every region's images also hold the stand-in's golden AMI (emulator.GOLDEN_AMI_ID): loaded with
+moto's own AMIs, so a reset keeps it and its id never changes (a RegisterImage would not survive
+the tests' resets).
 """
 from __future__ import annotations
 
@@ -14,7 +18,10 @@ import sys
 from collections import defaultdict
 
 from moto import server
+from moto.ec2.models import amis
 from moto.ssm import models
+
+import emulator
 
 DLAMI = "/aws/service/deeplearning/ami/{arch}/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
 AL2023_ARM64 = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
@@ -45,6 +52,20 @@ def _check_loading_status(self: models.ParameterDict, key: str) -> None:
 
 
 models.ParameterDict._check_loading_status = _check_loading_status
+
+_original_load_amis = amis.AmiBackend._load_amis
+
+
+def _load_amis(self: amis.AmiBackend) -> None:
+    _original_load_amis(self)
+    self.amis[emulator.GOLDEN_AMI_ID] = amis.Ami(
+        self, emulator.GOLDEN_AMI_ID, name=emulator.GOLDEN_AMI_NAME,
+        description="Deep Learning Base AMI with Docker and the training image already pulled (cloudtrain stand-in)",
+        architecture="x86_64", virtualization_type="hvm", hypervisor="xen", root_device_type="ebs",
+        root_device_name="/dev/xvda", image_location="cloudtrain-standin/golden", public=False)
+
+
+amis.AmiBackend._load_amis = _load_amis
 
 if __name__ == "__main__":
     sys.exit(server.main(sys.argv[1:]))

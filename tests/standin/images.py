@@ -1,6 +1,6 @@
 """Builds the stand-in's images from Debian, without Docker Hub, cached by content.
 
-    python tests/standin/images.py build [base|training|instance ...]   # prints name=image
+    python tests/standin/images.py build [base|training|instance|dlami ...]   # prints name=image
     python tests/standin/images.py tags                                  # what `build` would use
     python tests/standin/images.py prune                                 # drop outdated builds
 
@@ -11,6 +11,8 @@
 * instance: base + systemd, sshd, python3 with a current boto3, sudo, the `ec2-user` login user and
             a cloud-init stand-in (images/instance/): the EC2 stand-in. Its build context is
             images/instance/ plus the boto3 wheels, downloaded by the host's pip.
+* dlami:    instance + Docker (docker.io), as the Deep Learning Base AMI ships it: the image of the
+            golden AMI's instances (recipe images/dlami.Dockerfile; golden.py seeds its Docker).
 
 Each tag is a hash of everything that goes into the image (recipe files, the host apt files
 copied in, the parent's tag), so an image is rebuilt only when its inputs change and a warm
@@ -90,6 +92,7 @@ def tags() -> dict[str, str]:
     out = {"base": base}
     recipe = (RECIPES / "instance.Dockerfile").read_bytes()
     out["instance"] = f"{REPO}-instance:{_digest(base.encode(), recipe, *_context_inputs('instance'))}"
+    out["dlami"] = f"{REPO}-dlami:{_digest(out['instance'].encode(), (RECIPES / 'dlami.Dockerfile').read_bytes())}"
     training = [base.encode(), (RECIPES / "training.sh").read_bytes(),
                 TORCH_VERSION.encode(), TORCHVISION_VERSION.encode()]
     out["training"] = f"{REPO}-training:{_digest(*training)}"
@@ -222,17 +225,28 @@ def _build_training(image: str, base: str) -> None:
         subprocess.run([DOCKER, "rm", "-f", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
+# The image each one is built from (base: debootstrap).
+PARENT = {"training": "base", "instance": "base", "dlami": "instance"}
+
+
 def build(names: list[str] | None = None) -> dict[str, str]:
     """Make sure the images exist; build only the missing ones. Returns name -> image."""
     wanted = tags()
     names = names or ["training", "instance"]
-    for name in ["base"] + [n for n in names if n != "base"]:
+    order = ["base"]
+    for name in names:
+        chain = []
+        while name not in order and name not in chain:
+            chain.insert(0, name)
+            name = PARENT.get(name, "base")
+        order += [n for n in chain if n not in order]
+    for name in order:
         image = wanted[name]
         if exists(image):
             continue
-        derived = [n for n in names if n != "base"]
-        if name == "base" and derived and all(exists(wanted[n]) for n in derived):
-            continue  # every image needed is already derived; no need for the base itself
+        children = [n for n in order if PARENT.get(n) == name]
+        if name not in names and children and all(exists(wanted[n]) for n in children):
+            continue  # only a parent, and every image built from it exists already
         started = time.monotonic()
         _log(f"building {image}")
         if name == "base":
@@ -240,7 +254,7 @@ def build(names: list[str] | None = None) -> dict[str, str]:
         elif name == "training":
             _build_training(image, wanted["base"])
         else:
-            _build_derived(name, image, wanted["base"])
+            _build_derived(name, image, wanted[PARENT[name]])
         _log(f"built {image} in {time.monotonic() - started:.0f}s")
     return {n: wanted[n] for n in names}
 

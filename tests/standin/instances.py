@@ -1,6 +1,6 @@
 """The stand-in's EC2 instances: one container per emulator instance, in step with the emulator.
 
-    python tests/standin/instances.py run       # the daemon; `standin.py up` starts it in the background
+    python tests/standin/instances.py run IMAGE HOSTS [AMIS]   # the daemon; `standin.py up` starts it
     python tests/standin/instances.py address INSTANCE_ID
 
 A reconciler polls the emulator (DescribeInstances) and Docker (containers labelled with this
@@ -21,6 +21,10 @@ CLOUDTRAIN_STANDIN_SSH_PORT says otherwise), and the reconciler serves the insta
 /etc/environment holds AWS_EC2_METADATA_SERVICE_ENDPOINT and AWS_ENDPOINT_URL (the emulator).
 The instance image's cloud-init stand-in installs the key pair's public half for ec2-user and
 runs the user data at first boot, both read from that metadata service.
+
+An instance of an AMI listed in AMIS (JSON: AMI id -> {"image", "seed"}; the golden AMI, see
+golden.py) boots that image instead, with its Docker volume filled from the seed volume first;
+every other AMI boots IMAGE with an empty Docker volume.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import emulator  # noqa: E402
+import golden  # noqa: E402
 
 STATE = emulator.STATE_DIR
 DOCKER = os.environ.get("DOCKER", "docker")
@@ -295,9 +300,10 @@ class MetadataServer(http.server.ThreadingHTTPServer):
 # --------------------------------------------------------------------------- the reconciler
 
 class Fleet:
-    def __init__(self, image: str, registry_hosts: dict[str, str]):
+    def __init__(self, image: str, registry_hosts: dict[str, str], amis: dict[str, dict] | None = None):
         self.image = image
         self.registry_hosts = registry_hosts
+        self.amis = amis or {}
         self.api = clients()
         self.servers: dict[str, MetadataServer] = {}
         self.started: set[str] = set()   # containers this daemon saw running
@@ -391,6 +397,12 @@ class Fleet:
         hostname = (inst.get("PrivateDnsName") or instance_id).split(".")[0]
         hosts[hostname] = addr
         started = time.monotonic()
+        ami = self.amis.get(inst.get("ImageId", ""))
+        image = ami["image"] if ami else self.image
+        if ami:
+            # The AMI's snapshot: its Docker data (the pulled training image) on the new disk.
+            seconds = golden.fill(f"{instance_id}-docker", ami["seed"])
+            log(f"{instance_id}: Docker volume filled from {ami['seed']} in {seconds:.1f}s")
         # Everything below replaces --privileged, which cannot start on this kind of machine:
         # systemd needs the cgroup tree writable, the nested dockerd the capabilities and all
         # devices, and /var/lib/docker a real filesystem (overlay2 does not nest on overlay).
@@ -408,7 +420,7 @@ class Fleet:
             "-v", f"{CERTS_D}:/etc/docker/certs.d:ro",
             *[a for name, ip in hosts.items() for a in ("--add-host", f"{name}:{ip}")],
             "--stop-signal", "SIGRTMIN+3", "--stop-timeout", "30",
-            self.image, "/sbin/init",
+            image, "/sbin/init",
         )
         self.started.add(instance_id)
         log(f"{instance_id}: booted a new instance container ({inst['InstanceType']}, ssh {addr}:{SSH_PORT}) "
@@ -449,9 +461,10 @@ class Fleet:
             server.server_close()
 
 
-def run(image: str, registry_hosts: dict[str, str]) -> None:
-    fleet = Fleet(image, registry_hosts)
-    log(f"reconciling {emulator.URL} with the containers of image {image} every {POLL}s")
+def run(image: str, registry_hosts: dict[str, str], amis: dict[str, dict] | None = None) -> None:
+    fleet = Fleet(image, registry_hosts, amis)
+    log(f"reconciling {emulator.URL} with the containers of image {image} every {POLL}s"
+        + "".join(f"; {ami}: {spec['image']} seeded from {spec['seed']}" for ami, spec in (amis or {}).items()))
     try:
         while True:
             try:
@@ -482,7 +495,8 @@ def daemon_fingerprint() -> str:
         return ""
 
 
-def start_daemon(image: str, registry_hosts: dict[str, str], fingerprint: str) -> None:
+def start_daemon(image: str, registry_hosts: dict[str, str], fingerprint: str,
+                 amis: dict[str, dict] | None = None) -> None:
     """Start the reconciler (restarted when its image, hosts or code changed)."""
     pid = daemon_pid()
     if pid and daemon_fingerprint() == fingerprint:
@@ -493,7 +507,7 @@ def start_daemon(image: str, registry_hosts: dict[str, str], fingerprint: str) -
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     with open(LOG_FILE, "ab") as out:
         proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "run", image,
-                                 json.dumps(registry_hosts)], stdout=out, stderr=subprocess.STDOUT,
+                                 json.dumps(registry_hosts), json.dumps(amis or {})], stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     PID_FILE.write_text(f"{proc.pid} {fingerprint}\n")
     time.sleep(0.3)
@@ -516,8 +530,8 @@ def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "address":
         print(address(argv[1]))
         return 0
-    if len(argv) == 3 and argv[0] == "run":
-        run(argv[1], json.loads(argv[2]))
+    if len(argv) in (3, 4) and argv[0] == "run":
+        run(argv[1], json.loads(argv[2]), json.loads(argv[3]) if len(argv) == 4 else None)
         return 0
     print(__doc__, file=sys.stderr)
     return 2

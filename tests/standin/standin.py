@@ -17,8 +17,11 @@
   * the instances: a reconciler (tests/standin/instances.py) that gives every instance the
     emulator runs its own systemd container named after the instance id, with sshd on the
     instance's own loopback address and a metadata service (IMDSv2), and keeps containers and
-    emulator in step both ways (stop, start, terminate, a poweroff inside).
-Images are built once and cached by content (tests/standin/images.py). `vars` prints, and `up`
+    emulator in step both ways (stop, start, terminate, a poweroff inside);
+  * the golden AMI (emulator.GOLDEN_AMI_ID, tests/standin/golden.py): its instances boot with
+    Docker installed and the training image already pulled, from a seed volume that `up` fills
+    once by pulling the training image from the registry.
+Images and the seed are built once and cached by content (tests/standin/images.py). `vars` prints, and `up`
 writes to $CLOUDTRAIN_STANDIN_STATE/vars.yml (default .cache/standin/), the variables a play needs
 to reach the instances the provision role launches: `-e @vars.yml`. `down` stops the reconciler
 and the instance containers (their disks stay until the emulator forgets the instances) and the
@@ -46,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import emulator  # noqa: E402
+import golden  # noqa: E402
 import images  # noqa: E402
 import instances  # noqa: E402
 import registry  # noqa: E402
@@ -166,14 +170,33 @@ def up_registry(tags: list[str]) -> dict:
 
 # --------------------------------------------------------------------------- instances
 
-def up_instances() -> None:
-    image = images.build(["instance"])["instance"]
+def up_golden(dlami_image: str, tags: list[str], registry_up: bool) -> dict:
+    """The golden AMI's seed (the training image pulled by an instance's Docker); AMI id -> spec.
+
+    Built only with the registry up (the seed is pulled from it); without, an existing seed is
+    used, and without one the golden AMI's instances boot as the plain AMI's (logged).
+    """
+    training = images.tags()["training"]
+    seed = golden.seed_name(dlami_image, training, tags) if images.exists(training) else ""
+    if not registry_up and not (seed and golden.complete(seed)):
+        log(f"no seed for the golden AMI {emulator.GOLDEN_AMI_ID} yet: `up` with the registry builds it")
+        return {}
+    golden.build(seed, dlami_image, [f"{REGISTRY_HOST}/{ref}" for ref in tags],
+                 {"host": REGISTRY_HOST, "ip": REGISTRY_IP, "user": REGISTRY_USER, "password": REGISTRY_PASSWORD},
+                 instances.CERTS_D)
+    return {emulator.GOLDEN_AMI_ID: {"image": dlami_image, "seed": seed}}
+
+
+def up_instances(tags: list[str], registry_up: bool) -> None:
+    built = images.build(["instance", "dlami"])
+    image = built["instance"]
     instances.CERTS_D.mkdir(parents=True, exist_ok=True)
+    amis = up_golden(built["dlami"], tags, registry_up)
     hosts = {REGISTRY_HOST: REGISTRY_IP}
-    code = hashlib.sha256(Path(instances.__file__).read_bytes()).hexdigest()[:12]
+    code = hashlib.sha256(Path(instances.__file__).read_bytes() + Path(golden.__file__).read_bytes()).hexdigest()[:12]
     fingerprint = hashlib.sha256(json.dumps([image, hosts, code, instances.SSH_PORT,
-                                             instances.IMDS_PORT]).encode()).hexdigest()[:16]
-    instances.start_daemon(image, hosts, fingerprint)
+                                             instances.IMDS_PORT, amis]).encode()).hexdigest()[:16]
+    instances.start_daemon(image, hosts, fingerprint, amis)
 
 
 def down_instances() -> None:
@@ -216,6 +239,9 @@ def play_vars(tags: list[str]) -> dict:
         "standin_aws_endpoint_url": emulator.URL,
         "standin_region": REGION,
         "standin_state_dir": str(STATE),
+        # The golden AMI (training image already pulled): tests that do not test the pull pass it
+        # as provision_ami_id; a play that does not (the demo) launches the plain AMI and pulls.
+        "standin_golden_ami_id": emulator.GOLDEN_AMI_ID,
     }
 
 
@@ -224,11 +250,26 @@ def vars_path(name: str | None = None) -> Path:
     return STATE / (f"vars-{name}.yml" if name else "vars.yml")
 
 
+def golden_ami_known() -> bool:
+    """Whether the running emulator holds the golden AMI (one started by older code does not)."""
+    try:
+        instances.clients()["ec2"].describe_images(ImageIds=[emulator.GOLDEN_AMI_ID])
+        return True
+    except Exception:  # noqa: BLE001  (InvalidAMIID.NotFound, or no emulator at all)
+        return False
+
+
 def write_vars(tags: list[str], name: str | None = None) -> Path:
     path = vars_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
+    play = play_vars(tags)
+    if not golden_ami_known():
+        # Tests then launch the plain AMI: slower, not wrong.
+        log(f"the emulator at {emulator.URL} has no golden AMI (started by older code?): "
+            "`python tests/standin/emulator.py stop`, then `up`, to get it")
+        del play["standin_golden_ami_id"]
     # JSON is YAML: readable by include_vars / -e @file without PyYAML here.
-    path.write_text("---\n" + json.dumps(play_vars(tags), indent=2) + "\n")
+    path.write_text("---\n" + json.dumps(play, indent=2) + "\n")
     return path
 
 
@@ -242,7 +283,7 @@ def cmd_up(args) -> None:
     if "registry" in only:
         up_registry(args.training_tag)
     if "instances" in only:
-        up_instances()
+        up_instances(args.training_tag, "registry" in only)
     path = write_vars(args.training_tag)
     if args.instance_name:
         write_vars(args.training_tag, args.instance_name)

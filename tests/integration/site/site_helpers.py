@@ -7,15 +7,29 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[3]
 STANDIN = REPO / "tests" / "standin"
 BIN = Path(sys.executable).parent
 DATA = REPO / ".cache" / "site-tests" / "data"
 
 
-def site_command(vars_file: Path, run_name: str, tmp_path: Path, **extra) -> tuple[list[str], dict]:
-    """The ansible-playbook site.yml command line against the stand-in and its environment."""
+def golden_ami(vars_file: Path) -> dict:
+    """provision_ami_id of the stand-in's golden AMI (Docker installed, training image pulled), if it has one."""
+    ami = yaml.safe_load(vars_file.read_text()).get("standin_golden_ami_id")
+    return {"provision_ami_id": ami} if ami else {}
+
+
+def site_command(vars_file: Path, run_name: str, tmp_path: Path, golden: bool = True,
+                 **extra) -> tuple[list[str], dict]:
+    """The ansible-playbook site.yml command line against the stand-in and its environment.
+
+    golden: launch from the golden AMI, saving a fresh instance the Docker install and the image
+    pull; tests of those pass False (the plain AMI, as a real first run on the Deep Learning AMI).
+    """
     extra_vars = {
+        **(golden_ami(vars_file) if golden else {}),
         "run_name": run_name,
         "epochs": 1,
         "train_args": ["--limit-train", "500", "--limit-test", "200", "--threads", "1"],
@@ -31,15 +45,17 @@ def site_command(vars_file: Path, run_name: str, tmp_path: Path, **extra) -> tup
     return cmd, env
 
 
-def run_site(vars_file: Path, run_name: str, tmp_path: Path, **extra) -> subprocess.CompletedProcess:
+def run_site(vars_file: Path, run_name: str, tmp_path: Path, golden: bool = True,
+             **extra) -> subprocess.CompletedProcess:
     """ansible-playbook site.yml against the stand-in, small and fast; extra vars as keyword arguments."""
-    cmd, env = site_command(vars_file, run_name, tmp_path, **extra)
+    cmd, env = site_command(vars_file, run_name, tmp_path, golden, **extra)
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, check=False)
 
 
-def start_site(vars_file: Path, run_name: str, tmp_path: Path, log: Path, **extra) -> subprocess.Popen:
+def start_site(vars_file: Path, run_name: str, tmp_path: Path, log: Path, golden: bool = True,
+               **extra) -> subprocess.Popen:
     """site.yml in the background (its own process group, output to log), for tests that act meanwhile."""
-    cmd, env = site_command(vars_file, run_name, tmp_path, **extra)
+    cmd, env = site_command(vars_file, run_name, tmp_path, golden, **extra)
     with log.open("w") as out:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)

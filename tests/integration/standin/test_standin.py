@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[3]
 STANDIN = REPO / "tests" / "standin"
 sys.path.insert(0, str(STANDIN))
 
+import emulator  # noqa: E402
+import golden  # noqa: E402
 import images  # noqa: E402
 import instances  # noqa: E402
 import standin  # noqa: E402
@@ -38,14 +40,18 @@ def test_tags_follow_the_recipes(tmp_path, monkeypatch):
     assert after["training"] != before["training"]
     assert after["base"] == before["base"] and after["instance"] == before["instance"]
 
-    # The instance image's build context counts too.
+    # The instance image's build context counts too, and the golden AMI's image is built on it.
     (recipes / "instance" / "cloud-init.py").write_text("# changed\n")
-    assert images.tags()["instance"] != after["instance"]
+    changed = images.tags()
+    assert changed["instance"] != after["instance"] and changed["dlami"] != after["dlami"]
+    dlami = recipes / "dlami.Dockerfile"
+    dlami.write_text(dlami.read_text() + "\n# changed\n")
+    assert images.tags()["dlami"] != changed["dlami"] and images.tags()["instance"] == changed["instance"]
 
     (recipes / "nodoc.dpkg.cfg").write_text("path-exclude /usr/share/doc/*\n")
     rebased = images.tags()
     # A new base changes every image built on it.
-    assert all(rebased[name] != after[name] for name in ("base", "training", "instance"))
+    assert all(rebased[name] != after[name] for name in ("base", "training", "instance", "dlami"))
 
 
 def test_host_apt_files_skip_disabled_sources(tmp_path, monkeypatch):
@@ -110,6 +116,12 @@ def fleet():
 @pytest.fixture
 def launched(fleet, tmp_path):
     """One instance with a key pair, an instance profile and a user data script; terminated after."""
+    ami = fleet["ssm"].get_parameter(
+        Name="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")["Parameter"]["Value"]
+    yield from launch(fleet, tmp_path, ami)
+
+
+def launch(fleet, tmp_path, ami):
     ec2, iam = fleet["ec2"], fleet["iam"]
     name = f"ct-pytest-standin-{uuid.uuid4().hex[:8]}"
     key = ec2.create_key_pair(KeyName=name, KeyType="ed25519")
@@ -121,8 +133,6 @@ def launched(fleet, tmp_path):
                                                 "Principal": {"Service": "ec2.amazonaws.com"}}]}))
     iam.create_instance_profile(InstanceProfileName=name)
     iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
-    ami = fleet["ssm"].get_parameter(
-        Name="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")["Parameter"]["Value"]
     run = ec2.run_instances(
         ImageId=ami, InstanceType="m7i.large", MinCount=1, MaxCount=1, KeyName=name,
         IamInstanceProfile={"Name": name}, InstanceInitiatedShutdownBehavior="stop",
@@ -243,3 +253,42 @@ def test_interrupt_posts_the_notice_then_terminates(fleet, launched):
     assert emulator_state(ec2, instance_id) == "running"
     wait_for(lambda: emulator_state(ec2, instance_id) == "terminated", timeout=20)
     wait_for(lambda: container_state(instance_id) == "absent")
+
+
+# --------------------------------------------------------------------------- the golden AMI
+
+@pytest.fixture(scope="module")
+def golden_fleet(fleet):
+    """The whole stand-in (`standin.py up`): the registry, and the golden AMI's seed pulled from it."""
+    standin.main(["up"])
+    return fleet
+
+
+@pytest.fixture
+def launched_golden(golden_fleet, tmp_path):
+    yield from launch(golden_fleet, tmp_path, emulator.GOLDEN_AMI_ID)
+
+
+def test_a_golden_ami_instance_has_docker_and_its_own_copy_of_the_pulled_image(golden_fleet, launched_golden):
+    instance_id, key_file = launched_golden
+    image = standin.play_vars(standin.default_training_refs())["standin_training_image"]
+    # The AMI as the collection sees it: x86_64, logged in to as ec2-user.
+    found = golden_fleet["ec2"].describe_images(ImageIds=[emulator.GOLDEN_AMI_ID])["Images"][0]
+    assert found["Name"] == emulator.GOLDEN_AMI_NAME and found["Architecture"] == "x86_64"
+    wait_for(lambda: ssh_ready(instance_id, key_file), timeout=120)
+    assert ssh(instance_id, key_file, "id -un").stdout == "ec2-user\n"
+    # Docker runs at boot and already holds the training image under its ECR name, with the
+    # digest the registry serves: what the train role's pull would have left.
+    wait_for(lambda: ssh(instance_id, key_file, "sudo -n docker info", check=False).returncode == 0)
+    digests = json.loads(ssh(instance_id, key_file,
+                             f"sudo -n docker image inspect --format '{{{{json .RepoDigests}}}}' {image}").stdout)
+    pushed = json.loads(subprocess.run([standin.DOCKER, "image", "inspect", "--format", "{{json .RepoDigests}}",
+                                        images.tags()["training"]], capture_output=True, text=True,
+                                       check=True).stdout)
+    assert {d.split("@")[1] for d in digests} & {d.split("@")[1] for d in pushed}, (digests, pushed)
+    # Its own copy: removing the image on the instance leaves the seed whole.
+    ssh(instance_id, key_file, f"sudo -n docker image rm {image}")
+    seed = golden.seed_name(images.tags()["dlami"], images.tags()["training"], standin.default_training_refs())
+    assert golden.complete(seed)
+    repositories = golden.mountpoint(seed) / "docker" / "image" / "overlay2" / "repositories.json"
+    assert image.rsplit(":", 1)[0] in json.loads(repositories.read_text())["Repositories"]
