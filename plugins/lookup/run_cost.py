@@ -13,7 +13,7 @@ description:
   - On-demand prices come from the collection's shipped, dated price table (its source and date are in each
     result); spot instances are priced from the spot price history of their zone (the price in effect at O(end)),
     and their on-demand equivalent is given too. A type or region the table lacks gives null figures, not a guess.
-  - EC2 bills at least 60 seconds per start; so does this.
+  - EC2 bills Linux instances per whole second, at least 60 per start; so does this.
 options:
   instance_ids:
     description: The run's instances.

@@ -10,6 +10,7 @@ spot price history API has them (the run_cost lookup asks it).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Optional
 
 PRICE_SOURCE = ("AWS public price pages: https://aws.amazon.com/ec2/pricing/on-demand/ (Linux, shared tenancy) "
@@ -75,7 +76,9 @@ def hard_limit_seconds(max_hours: float, max_cost: float, hourly: Optional[float
 def run_cost(instance_type: str, region: str, seconds: float, size_gib: int, volume_type: str,
              spot_price: Optional[float] = None) -> Dict[str, Any]:
     """One instance's bill for `seconds` of running: the instance, its root volume, and on demand."""
-    billed = max(float(seconds), MINIMUM_SECONDS)
+    # EC2 bills Linux instances per whole second, 60 at least; the reported seconds are the billed ones,
+    # so usd_per_hour * seconds / 3600 gives the reported dollars exactly.
+    billed = max(int(math.ceil(float(seconds))), MINIMUM_SECONDS)
     on_demand = on_demand_price(instance_type, region)
     volume_hourly = volume_price_per_hour(size_gib, volume_type, region)
     hourly = spot_price if spot_price is not None else on_demand
@@ -83,7 +86,7 @@ def run_cost(instance_type: str, region: str, seconds: float, size_gib: int, vol
     instance_usd = None if hourly is None else hourly * billed / 3600
     on_demand_usd = None if on_demand is None else on_demand * billed / 3600
     return {
-        "seconds": round(billed, 1),
+        "seconds": billed,
         "market": "spot" if spot_price is not None else "on-demand",
         "usd_per_hour": hourly,
         "instance_usd": None if instance_usd is None else round(instance_usd, 6),

@@ -25,6 +25,8 @@ standin_vars="$state/vars${instance:+-$instance}.yml"
 
 # Every AWS call of the controller goes to the emulator (and nowhere else).
 eval "$("$bin/python" tests/standin/emulator.py env)"
+# ... and the controller trusts the stand-in's registry, as it trusts ECR's certificate on AWS.
+eval "$("$bin/python" tests/standin/standin.py env)"
 
 echo "== ansible-playbook site.yml"
 "$bin/ansible-playbook" site.yml \

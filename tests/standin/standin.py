@@ -4,6 +4,7 @@
     python tests/standin/standin.py down      [--only registry,instances,emulator]
     python tests/standin/standin.py status    [--json]
     python tests/standin/standin.py vars      [--training-tag TAG ...]
+    eval "$(python tests/standin/standin.py env)"
     python tests/standin/standin.py interrupt INSTANCE_ID [--notice SECONDS]
 
 `up` brings up, reusing whatever already runs:
@@ -29,6 +30,12 @@ registry; cached images and pushed images stay. The emulator is shared by everyo
 machine: `down` stops it only when --only names it. `interrupt` posts a spot interruption notice
 to the instance's metadata and terminates the instance when the notice runs out, as AWS does.
 `status` lists the instances with their emulator state and container state.
+
+The controller reaches the registry as it reaches ECR: `up` maps the registry's name to its address
+in /etc/hosts (a tagged line `down` removes) and writes a CA bundle (the system's CAs plus the
+stand-in's) that `env` exports as SSL_CERT_FILE, as a company CA would be trusted, with the name
+added to NO_PROXY. Then the
+controller's preflight (cloudtrain.ec2.image_manifest) asks the registry for the image's manifest.
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ import base64
 import hashlib
 import json
 import os
+import shlex
 import ssl
 import subprocess
 import sys
@@ -163,9 +171,43 @@ def up_registry(tags: list[str]) -> dict:
     if not target.exists() or target.read_bytes() != data:
         with open(target, "wb") as handle:
             handle.write(data)
+    trust_on_controller(data)
     image = images.build(["training"])["training"]
     push_training_image(image, tags, info)
     return info
+
+
+# The CA files Debian and Red Hat keep; the first one found is the system's trust.
+SYSTEM_CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+CONTROLLER_CA_BUNDLE = STATE / "controller-ca-bundle.pem"
+
+
+def trust_on_controller(ca_pem: bytes) -> None:
+    """The registry's name resolves here, and a CA bundle for SSL_CERT_FILE trusts its certificate."""
+    system = next((Path(f) for f in SYSTEM_CA_FILES if Path(f).exists()), None)
+    bundle = (system.read_bytes().rstrip(b"\n") + b"\n" if system else b"") + ca_pem
+    if not CONTROLLER_CA_BUNDLE.exists() or CONTROLLER_CA_BUNDLE.read_bytes() != bundle:
+        CONTROLLER_CA_BUNDLE.write_bytes(bundle)
+    try:
+        registry.add_host(REGISTRY_HOST, REGISTRY_IP)
+    except OSError as exc:
+        log(f"cannot map {REGISTRY_HOST} in {registry.HOSTS_FILE} ({exc}): the controller's image preflight "
+            "will say it cannot reach the registry")
+
+
+def controller_env() -> dict:
+    """What a controller process needs to reach and trust the stand-in's registry (empty before `up`).
+
+    The registry's name bypasses the proxy (the emulator's environment has a dead one to stop stray
+    calls): /etc/hosts sends it to loopback.
+    """
+    if not CONTROLLER_CA_BUNDLE.exists():
+        return {}
+    env = {"SSL_CERT_FILE": str(CONTROLLER_CA_BUNDLE)}
+    for key in ("NO_PROXY", "no_proxy"):
+        hosts = [h for h in os.environ.get(key, "").split(",") if h]
+        env[key] = ",".join(hosts + ([] if REGISTRY_HOST in hosts else [REGISTRY_HOST]))
+    return env
 
 
 # --------------------------------------------------------------------------- instances
@@ -309,6 +351,7 @@ def cmd_down(args) -> None:
         down_instances()
     if "registry" in only:
         registry.stop(REGISTRY_NAME)
+        registry.remove_host(REGISTRY_HOST)
     # The emulator is shared by everything on the machine: stopped only when asked for by name.
     if args.only and "emulator" in only:
         emulator.stop()
@@ -373,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 1)[1])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("up", "down", "status", "vars"):
+    for name in ("up", "down", "status", "vars", "env"):
         p = sub.add_parser(name)
         if name in ("up", "vars"):
             p.add_argument("--training-tag", action="append",
@@ -401,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_status(args)
     elif args.cmd == "interrupt":
         return cmd_interrupt(args)
+    elif args.cmd == "env":
+        for key, value in controller_env().items():
+            print(f"export {key}={shlex.quote(value)}")
     else:
         print("---\n" + json.dumps(play_vars(args.training_tag), indent=2))
     return 0

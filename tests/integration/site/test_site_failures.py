@@ -1,12 +1,16 @@
-"""site.yml fails with a clear message when a step after provisioning fails, and the instance ends stopped.
+"""site.yml refuses on the controller what it can check there (a repository URL, its version, the image in
+its registry) before anything is created; it fails with a clear message when a step after provisioning
+fails, and the instance ends stopped.
 
 Each test runs the whole site.yml against the stand-in (AWS emulator, loopback registry, instance
-container) with one fault put in, then asks the emulator for the run's instances.
+container) with one fault put in, then asks the emulator for the run's resources.
 """
 from __future__ import annotations
 
+import subprocess
 import sys
 
+import boto3
 import pytest
 
 from site_helpers import REPO, instance_states, run_site
@@ -30,6 +34,60 @@ def _assert_failed_and_stopped(result, run_name: str, *expected: str) -> None:
     assert states and all(state == "stopped" for state in states), states
 
 
+def _everything():
+    """What a run creates (instances, key pairs, security groups, roles), account-wide."""
+    ec2, iam = boto3.client("ec2", region_name="us-east-1"), boto3.client("iam", region_name="us-east-1")
+    return {
+        "instances": sorted(i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]),
+        "key_pairs": sorted(k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]),
+        "security_groups": sorted(g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]),
+        "roles": sorted(r["RoleName"] for r in iam.list_roles()["Roles"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def tagged_repo(tmp_path_factory):
+    """A bare repository with one commit, tagged v1.0.0, reachable as a file:// URL from the controller."""
+    work = tmp_path_factory.mktemp("repo")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(work / "src")]
+    subprocess.run(["git", "init", "-q", str(work / "src")], check=True)
+    (work / "src" / "train.py").write_text("print('never run')\n")
+    subprocess.run([*git, "add", "train.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    subprocess.run([*git, "tag", "v1.0.0"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work / "src"), str(work / "repo.git")], check=True)
+    return f"file://{work / 'repo.git'}"
+
+
+# Found by the controller before anything is created: each costs seconds, not a launch and a pull.
+REFUSED = {
+    "repository-missing": ({"train_repo": "file:///nonexistent/cloudtrain-training.git", "train_version": "v1.0.0"},
+                           ["train_repo file:///nonexistent/cloudtrain-training.git is not a git repository the controller can find",
+                            "does not appear to be a git repository"]),
+    "version-missing": ({"train_repo": "{repo}", "train_version": "v9.9.9"},
+                        ["train_version v9.9.9 does not exist in train_repo file://", "(no branch or tag of that name)"]),
+    "image-missing": ({"train_image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:0.0.0-does-not-exist"},
+                      ["train_image: 763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:0.0.0-does-not-exist "
+                       "does not exist: repository pytorch-training of 763104351884.dkr.ecr.us-east-1.amazonaws.com has no "
+                       "image 0.0.0-does-not-exist"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_refused_before_anything_is_created(aws, standin, tmp_path, tagged_repo, case):
+    change, expected = REFUSED[case]
+    change = {k: v.format(repo=tagged_repo) for k, v in change.items()}
+    before = _everything()
+    result = run_site(standin, "refused-" + case, tmp_path, **change)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-3000:]
+    flat = " ".join(out.split())
+    for text in expected:
+        assert text in flat, out[-3000:]
+    assert "Launch or find the instance" not in out
+    assert _everything() == before
+
+
 def test_training_exits_non_zero(aws, standin, tmp_path):
     # No data and --no-download: the trainer stops with its "bad input" exit code 2.
     result = run_site(standin, "fail-train", tmp_path, data_src="", train_args=["--no-download", "--limit-train", "100"])
@@ -40,22 +98,10 @@ def test_training_exits_non_zero(aws, standin, tmp_path):
     assert (artifacts / "train.log").stat().st_size > 0
 
 
-def test_repo_cannot_be_cloned(aws, standin, tmp_path):
-    result = run_site(standin, "fail-clone", tmp_path,
-                      train_repo="file:///nonexistent/cloudtrain-training.git", train_version="v1.0.0")
-    _assert_failed_and_stopped(result, "fail-clone", "Check out the pinned version", "nonexistent")
-
-
 def test_gpu_type_without_a_gpu(aws, standin, tmp_path):
     # The emulator launches a g4dn.xlarge from the Deep Learning AMI's parameter; its container has no GPU.
     result = run_site(standin, "fail-no-gpu", tmp_path, instance_type="g4dn.xlarge")
     _assert_failed_and_stopped(result, "fail-no-gpu", "should have an NVIDIA GPU, but none is visible")
-
-
-def test_image_does_not_exist(aws, standin, tmp_path):
-    image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:0.0.0-does-not-exist"
-    result = run_site(standin, "fail-image", tmp_path, train_image=image)
-    _assert_failed_and_stopped(result, "fail-image", "Pull the training image", "0.0.0-does-not-exist")
 
 
 REFUSING_HOST = "111111111111.dkr.ecr.us-east-1.amazonaws.com"
