@@ -81,16 +81,21 @@ REGISTRY_USER = "AWS"
 REGISTRY_PASSWORD = f"{DLC_ACCOUNT}-auth-token"
 # The instance type of the demo and the tests: the image is pushed where the resolver looks for it.
 DEFAULT_INSTANCE_TYPE = "m7i.large"
+# The README's headline type: its GPU tag holds the same image, so that a g4dn.xlarge run gets past the
+# controller's image check to the instance, which then says that it has no GPU.
+HEADLINE_INSTANCE_TYPE = "g4dn.xlarge"
 
 
 def default_training_refs() -> list[str]:
-    """<repository>:<tag> of the image the train role resolves by default for DEFAULT_INSTANCE_TYPE."""
+    """<repository>:<tag> of the images the train role resolves by default for DEFAULT_INSTANCE_TYPE
+    (first) and HEADLINE_INSTANCE_TYPE."""
     sys.path.insert(0, str(REPO / ".collections"))
     # pylint: disable-next=import-outside-toplevel
     from ansible_collections.cloudtrain.ec2.plugins.module_utils._dlc_images import resolve
 
-    uri = resolve(instance_type=DEFAULT_INSTANCE_TYPE, region=REGION, registry="private")["uri"]
-    return [uri.split("/", 1)[1]]
+    uris = [resolve(instance_type=t, region=REGION, registry="private")["uri"]
+            for t in (DEFAULT_INSTANCE_TYPE, HEADLINE_INSTANCE_TYPE)]
+    return list(dict.fromkeys(uri.split("/", 1)[1] for uri in uris))
 
 
 # The nested Docker daemon shares the host's network namespace: no bridge, no iptables, no
