@@ -43,8 +43,9 @@ changelog: venv
 sanity: venv
 	scripts/sanity.sh
 
+# --durations: CI's log shows where its 60-minute budget goes.
 pytest: venv host
-	$(BIN)/pytest tests
+	$(BIN)/pytest --durations=20 tests
 
 molecule: venv host
 	for scenario in $(MOLECULE_SCENARIOS); do $(BIN)/molecule test -s $$scenario; done
