@@ -11,6 +11,10 @@ Amazon Linux" (x86_64), and the Amazon Linux 2023 arm64 image for the arm64 GPU 
 Every region's images also hold the stand-in's golden AMI (emulator.GOLDEN_AMI_ID): loaded with
 moto's own AMIs, so a reset keeps it and its id never changes (a RegisterImage would not survive
 the tests' resets).
+
+A spot instance says so, as on AWS: DescribeInstances gives InstanceLifecycle "spot" (moto keeps the
+flag but does not return it), also for one launched from a launch template that asks for the spot
+market (moto sets it only when RunInstances itself asks).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from collections import defaultdict
 
 from moto import server
 from moto.ec2.models import amis
+from moto.ec2.models import instances
 from moto.ssm import models
 
 import emulator
@@ -66,6 +71,23 @@ def _load_amis(self: amis.AmiBackend) -> None:
 
 
 amis.AmiBackend._load_amis = _load_amis
+
+_original_run_instances = instances.InstanceBackend.run_instances
+
+
+def _run_instances(self, image_id, count, user_data, security_group_names, **kwargs):
+    reservation = _original_run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
+    if kwargs.get("launch_template"):
+        template = self._get_template_from_args(kwargs["launch_template"]).data
+        if template.get("InstanceMarketOptions", {}).get("MarketType") == "spot":
+            for instance in reservation.instances:
+                instance.lifecycle = "spot"
+    return reservation
+
+
+instances.InstanceBackend.run_instances = _run_instances
+# The response serialiser reads the shape's InstanceLifecycle from this name.
+instances.Instance.instance_lifecycle = property(lambda self: self.lifecycle)
 
 if __name__ == "__main__":
     sys.exit(server.main(sys.argv[1:]))
