@@ -9,7 +9,7 @@ short_description: The torchrun command line of one node of a multi-node trainin
 version_added: 0.1.0
 description:
   - Wraps a command (a list) in C(torchrun) for node O(node_rank) of O(nnodes), with a static rendezvous on
-    node 0's address (C(--rdzv_backend static): torchrun keeps C(--node_rank) only with it, so node 0 is rank 0),
+    node 0's address (C(--rdzv_backend static), the one with which torchrun keeps C(--node_rank), so node 0 is rank 0),
     C(--max_restarts 0) (one failed node ends the job everywhere) and C(--no-python) (the command runs as given).
 options:
   _input:
