@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-from ansible.errors import AnsibleFilterError
-from ansible_collections.cloudtrain.ec2.plugins.filter.torchrun import FilterModule
 from ansible_collections.cloudtrain.ec2.plugins.module_utils.torchrun import torchrun_argv
 
 COMMAND = ["python", "train.py", "--epochs", "1"]
@@ -52,6 +50,11 @@ def test_bad_input_is_named(kwargs, message):
 
 
 def test_empty_command_refused_through_the_filter():
+    # Imported here: ansible-core patches sys.intern on import, and torch (imported by the trainer's
+    # tests collected later in the same process) refuses to start after that.
+    from ansible.errors import AnsibleFilterError
+    from ansible_collections.cloudtrain.ec2.plugins.filter.torchrun import FilterModule
+
     torchrun_filter = FilterModule().filters()["torchrun_argv"]
     with pytest.raises(AnsibleFilterError, match="command: empty"):
         torchrun_filter([], nnodes=2, node_rank=0, rdzv_host="10.0.0.12", run_id="r")
