@@ -11,6 +11,7 @@ def _place():
     from ansible_collections.cloudtrain.ec2.plugins.modules import ec2_place_instances
     return ec2_place_instances
 
+
 PARAMS = {"count": 2, "key_name": "k", "security_group_ids": ["sg-1"], "instance_profile_name": "p",
           "launch_template_name": None, "user_data": None, "root_device_name": "", "root_volume_size": 0,
           "root_volume_type": "gp3", "tags": {"cloudtrain:run": "r"}, "placement_group": None}
