@@ -111,3 +111,13 @@ def test_a_killed_node_fails_the_job(aws, standin, tmp_path):
     assert time.monotonic() - killed_at < 300
     states = instance_states(run)
     assert sorted(states) == ["stopped", "stopped"], states
+
+
+@pytest.mark.parametrize("extra", [{"nodes": 0}, {"nodes": "two"}, {"nodes": 2, "instance_count": 3}],
+                         ids=["zero", "not-a-number", "other-instance-count"])
+def test_bad_node_counts_fail_before_anything_is_created(aws, standin, tmp_path, extra):
+    result = run_site(standin, "nodes-bad", tmp_path, **extra)
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0 and f"nodes: '{extra['nodes']}'" in out, out[-3000:]
+    assert "accepted: a whole number of 1 or more" in out
+    assert instance_states("nodes-bad") == []
