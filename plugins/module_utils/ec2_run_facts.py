@@ -258,6 +258,7 @@ def _instance(inst: Dict[str, Any]) -> Dict[str, Any]:
         "public_ip": inst.get("PublicIpAddress") or "",
         "public_dns": inst.get("PublicDnsName") or "",
         "private_ip": inst.get("PrivateIpAddress") or "",
+        "placement_group": (inst.get("Placement") or {}).get("GroupName") or "",
     }
 
 
@@ -290,6 +291,11 @@ def all_runs(ec2) -> List[Dict[str, Any]]:
                                              {"Name": "instance-state-name", "Values": LIVE_STATES}]}])
 
 
+def placement_group_of(instances: List[Dict[str, Any]], resource_name: str) -> Optional[str]:
+    """The run's own placement group (named resource_name) if one of its instances is in it, else None."""
+    return resource_name if any(i.get("placement_group") == resource_name for i in instances) else None
+
+
 def run_resources(ec2, iam, run_name: str, resource_name: str, instance_ids: List[str]) -> Dict[str, Any]:
     """What exists for the run: live instances (by run tag and/or IDs) and the resources it created.
 
@@ -298,7 +304,8 @@ def run_resources(ec2, iam, run_name: str, resource_name: str, instance_ids: Lis
     role or no role. Anything else with the same name is someone else's and is left alone.
     """
     found: Dict[str, Any] = {"instances": [], "key_name": None, "security_group_ids": [],
-                             "launch_template_name": None, "role_name": None, "instance_profile_name": None}
+                             "launch_template_name": None, "role_name": None, "instance_profile_name": None,
+                             "placement_group_name": None}
     state_filter = {"Name": "instance-state-name", "Values": LIVE_STATES}
     queries = []
     if run_name:
@@ -308,6 +315,9 @@ def run_resources(ec2, iam, run_name: str, resource_name: str, instance_ids: Lis
     found["instances"] = list_instances(ec2, queries)
     if not run_name:
         return found
+    # The run's cluster placement group, known from its instances (the group is named like the run's
+    # other resources): no DescribePlacementGroups call for the many runs that have none.
+    found["placement_group_name"] = placement_group_of(found["instances"], resource_name)
 
     owner_filters = [{"Name": "tag:managed-by", "Values": [MANAGED_BY]}, {"Name": "tag:" + RUN_TAG, "Values": [run_name]}]
     keys = ec2.describe_key_pairs(Filters=owner_filters)["KeyPairs"]

@@ -45,6 +45,11 @@ options:
   launch_template_name:
     description: Launch template (the spot market options) to launch from.
     type: str
+  placement_group:
+    description:
+      - Placement group to launch the instances in (a cluster group for the nodes of one training job).
+      - All instances of one call land in one zone in any case; the group also puts them close together in it.
+    type: str
   user_data:
     description: User data script, run at first boot.
     type: str
@@ -142,6 +147,7 @@ def _spec(module_params, candidate):
         "IamInstanceProfile": {"Name": params["instance_profile_name"]} if params["instance_profile_name"] else None,
         "LaunchTemplate": {"LaunchTemplateName": params["launch_template_name"]} if params["launch_template_name"] else None,
         "UserData": params["user_data"],
+        "Placement": {"GroupName": params["placement_group"]} if params.get("placement_group") else None,
     }
     spec.update({k: v for k, v in optional.items() if v})
     if params["root_device_name"]:
@@ -172,6 +178,7 @@ def main():
             security_group_ids=dict(type="list", elements="str", default=[]),
             instance_profile_name=dict(type="str"),
             launch_template_name=dict(type="str"),
+            placement_group=dict(type="str"),
             user_data=dict(type="str"),
             root_device_name=dict(type="str", default=""),
             root_volume_size=dict(type="int", default=0),

@@ -263,6 +263,12 @@ def host_vars() -> dict:
         "ansible_host": instances.ADDRESS_JINJA,
         # A new instance, a new host key: keep them out of the user's known_hosts.
         "ansible_ssh_common_args": "-o UserKnownHostsFile=/dev/null",
+        # The address the run's other instances reach this one by (a multi-node job's rendezvous and
+        # collectives): the emulator's private address leads nowhere here, but every instance shares the
+        # host's loopback, so the same loopback address as SSH; and the loopback interface for gloo and
+        # NCCL, which would otherwise take the host name's address, off the loopback.
+        "cloudtrain_node_address": instances.ADDRESS_JINJA,
+        "cloudtrain_node_ifname": "lo",
     }
     if instances.SSH_PORT != 22:
         hv["ansible_port"] = instances.SSH_PORT

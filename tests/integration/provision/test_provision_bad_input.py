@@ -29,6 +29,9 @@ CASES = {
     "market-unknown": ({"market": "cheap"}, ["provision_market", "on-demand, spot"]),
     "ssh-open-to-world": ({"ssh_cidrs": ["0.0.0.0/0"]},
                           ["provision_ssh_cidrs", "provision_ssh_allow_anywhere: true"]),
+    "nodes-on-spot": ({"nodes": 2, "market": "spot"},
+                      ["provision_cluster: true with provision_market: spot is not supported",
+                       "accepted: provision_market: on-demand"]),
 }
 
 

@@ -78,3 +78,11 @@ def test_other_client_errors_are_not_mistaken_for_credentials():
     with pytest.raises(botocore.exceptions.ClientError):
         facts.check_credentials(_FakeSts(botocore.exceptions.ClientError(
             {"Error": {"Code": "Throttling", "Message": "slow down"}}, "GetCallerIdentity")))
+
+
+def test_placement_group_of_the_run_only():
+    instances = [{"instance_id": "i-1", "placement_group": ""}, {"instance_id": "i-2", "placement_group": "cloudtrain-r"}]
+    assert facts.placement_group_of(instances, "cloudtrain-r") == "cloudtrain-r"
+    # someone else's group, or none: not the run's to delete
+    assert facts.placement_group_of([{"placement_group": "their-group"}], "cloudtrain-r") is None
+    assert facts.placement_group_of([], "cloudtrain-r") is None
