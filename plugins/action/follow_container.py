@@ -5,16 +5,17 @@
 
 Ansible prints a task's result only when the task ends, so a training that runs for hours
 would be silent. This action polls the target through the task's own connection (SSH,
-or whatever connection the host uses): one command per poll reads the container's
-state and the log lines written since the last poll, and every ``PROGRESS {json}`` line is
-displayed at once. The container is never started, stopped or attached to: when the
+or whatever connection the host uses): one command per poll waits on the target for the
+container to exit (``docker wait``, for at most one poll interval), then reads its state and the
+log lines written since the last poll, and every ``PROGRESS {json}`` line is displayed at once.
+So the exit is seen as it happens, not up to a poll interval later. The container is never started, stopped or attached to: when the
 controller goes away the training carries on, and the next run follows it again.
 
 Options (all but ``name`` optional):
   name           the container to follow
   timeout        seconds to wait for the exit (0: only look once); on timeout the task fails
                  and the container keeps running
-  poll_interval  seconds between polls
+  poll_interval  seconds between polls: the longest a poll waits on the target for the exit
   progress_prefix  log lines starting with it carry one JSON object each
   tail_lines     how many last log lines a failure message quotes
   save_log       path on the target: after the exit (or the timeout) the full log is written there
@@ -139,12 +140,15 @@ class _Follower:
         self.progress: list[dict] = []
 
     # -- one round trip -------------------------------------------------------------
-    def _poll(self) -> tuple[dict | None, list[str]]:
+    def _poll(self, wait: float = 0) -> tuple[dict | None, list[str]]:
+        """The container's state and its log lines since the last poll, after waiting up to `wait`
+        seconds on the target for it to exit (an exited or missing container ends the wait at once)."""
         since = " --since %s" % shlex.quote(self._since_raw) if self._since_raw else ""
+        waiting = "timeout %.1f %s wait %s >/dev/null 2>&1; " % (wait, self._docker, self._name) if wait > 0 else ""
         cmd = (
-            "{d} inspect --format '{{{{json .State}}}}' {n} || exit 3; echo {m}; "
+            "{w}{d} inspect --format '{{{{json .State}}}}' {n} || exit 3; echo {m}; "
             "{d} logs --timestamps{s} {n} 2>&1"
-        ).format(d=self._docker, n=self._name, m=_MARK, s=since)
+        ).format(w=waiting, d=self._docker, n=self._name, m=_MARK, s=since)
         res = self._action._low_level_execute_command(cmd, sudoable=True)
         out = res.get("stdout", "")
         if res.get("rc") == 3 or _MARK not in out:
@@ -213,12 +217,14 @@ class _Follower:
         # This runs in a worker process forked by ansible-playbook: when that dies (killed, its
         # terminal closed) the worker is handed to another parent, and stops polling an orphaned run.
         parent = os.getppid()
+        wait = 0.0  # the first look does not wait: a finished run is reported at once
         while True:
             if os.getppid() != parent:
                 return {"failed": True, "status": "controller-gone",
                         "msg": "ansible-playbook is gone; stopped following %s (it keeps running)" % self._args["name"]}
+            polled = time.monotonic()
             try:
-                state, lines = self._poll()
+                state, lines = self._poll(wait)
                 errors = 0
             except AnsibleConnectionFailure as exc:
                 errors += 1
@@ -233,7 +239,10 @@ class _Follower:
             running = state.get("Status") in ("running", "restarting", "created", "paused")
             if not running or check_mode or time.monotonic() >= deadline:
                 break
-            time.sleep(self._args["poll_interval"])
+            # A wait that ended early on a container still counted as running (created, restarting,
+            # paused) is made up here, so the loop never polls faster than poll_interval.
+            time.sleep(max(wait - (time.monotonic() - polled), 0))
+            wait = max(min(self._args["poll_interval"], deadline - time.monotonic()), 0.1)
         return self._result(state, running, check_mode)
 
     def _result(self, state: dict, running: bool, check_mode: bool) -> dict:

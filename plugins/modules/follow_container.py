@@ -11,7 +11,8 @@ short_description: Follow a detached container until it exits, printing its prog
 version_added: 0.1.0
 description:
   - Polls a container on the target through the task's own connection (SSH, or the docker connection), one command per poll
-    that reads the container's state and the log lines written since the last poll.
+    that waits on the target for the container to exit (C(docker wait), at most O(poll_interval) seconds), then reads its
+    state and the log lines written since the last poll. The exit is seen when it happens, not up to a poll later.
   - Every log line that starts with O(progress_prefix) and carries one JSON object is displayed as it arrives, so a long
     training is not silent.
   - The container is never started, stopped or attached to. When the controller goes away the training carries on, and the
@@ -32,7 +33,9 @@ options:
     type: int
     default: 86400
   poll_interval:
-    description: Seconds between two polls.
+    description:
+      - Seconds between two polls, and so between two progress updates. A poll waits on the target for the exit for at
+        most this long, so a longer interval means fewer round trips without a later result.
     type: float
     default: 10.0
   progress_prefix:
