@@ -32,12 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests" / "standin"))
+sys.path.insert(0, str(REPO / "tests" / "integration" / "site"))
 import emulator  # noqa: E402  (tests/standin is plumbing, not a package)
+from site_helpers import golden_ami  # noqa: E402  (provision_ami_id of the stand-in's golden AMI)
 
 
 def timed(cmd: list[str], env: dict | None = None, quiet: bool = True) -> tuple[float, subprocess.CompletedProcess]:
@@ -93,7 +94,7 @@ def main() -> int:
     up = [python, "tests/standin/standin.py", "up"]
     timed(up, quiet=False)  # warm-up: builds images on a cold cache
     t_up, _output = timed(up)
-    golden_ami = yaml.safe_load((state / "vars.yml").read_text()).get("standin_golden_ami_id")
+    golden = golden_ami(state / "vars.yml")
     env = dict(os.environ, **emulator.CLIENT_ENV, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     golden_run = args.run_name + "-golden"
     terminate(args.run_name, env)
@@ -101,9 +102,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
         runs = {label: run_site(args, args.run_name, data, state / "vars.yml", Path(tmp), label)
                 for label in ("cold", "warm")}
-        if golden_ami:
-            runs["golden"] = run_site(args, golden_run, data, state / "vars.yml", Path(tmp), "golden",
-                                      provision_ami_id=golden_ami)
+        if golden:
+            runs["golden"] = run_site(args, golden_run, data, state / "vars.yml", Path(tmp), "golden", **golden)
             terminate(golden_run, env)
 
     print(f"demo phases ({args.epochs} epochs, {'all 8000' if not args.limit_train else args.limit_train} train images, "

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-# torch first: imported after ansible.module_utils.basic, torch 2.14 fails at import
-# ("substitute_in_graph expects a function"), and one pytest process holds both.
+# torch first, with its compiler (torch._dynamo, which torch imports lazily): imported after
+# ansible.module_utils.basic, torch 2.14 fails there ("substitute_in_graph expects a function"),
+# and one pytest process holds both.
 try:
-    import torch  # noqa: F401  pylint: disable=unused-import
+    import torch._dynamo  # noqa: F401  pylint: disable=unused-import
 except ImportError:
     pass
 

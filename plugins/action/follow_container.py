@@ -8,8 +8,9 @@ would be silent. This action polls the target through the task's own connection 
 or whatever connection the host uses): one command per poll waits on the target for the
 container to exit (``docker wait``, for at most one poll interval), then reads its state and the
 log lines written since the last poll, and every ``PROGRESS {json}`` line is displayed at once.
-So the exit is seen as it happens, not up to a poll interval later. The container is never started, stopped or attached to: when the
-controller goes away the training carries on, and the next run follows it again.
+So the exit is seen as it happens, not up to a poll interval later. The container is never
+started, stopped or attached to: when the controller goes away the training carries on, and the
+next run follows it again.
 
 Options (all but ``name`` optional):
   name           the container to follow

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from ansible_collections.cloudtrain.ec2.plugins.action.follow_container import _Follower
+
 FAKE_DOCKER = r"""#!/bin/sh
 # docker wait|inspect|logs for one container, from the files beside this script.
 dir=$(dirname "$0")
@@ -51,11 +53,7 @@ def fixture_container(tmp_path):
     return tmp_path
 
 
-def follower(container, poll_interval: float, timeout: int = 60):
-    # Imported here, not at collection: ansible's import patches sys.intern, which a torch imported
-    # after it (the trainer's tests, in the same pytest process) refuses.
-    from ansible_collections.cloudtrain.ec2.plugins.action.follow_container import _Follower  # noqa: PLC0415
-
+def follower(container, poll_interval: float, timeout: int = 60) -> _Follower:
     args = {"name": "run-1", "timeout": timeout, "poll_interval": poll_interval, "progress_prefix": "PROGRESS ",
             "tail_lines": 5, "save_log": None, "show_log": False, "docker": str(container / "docker")}
     return _Follower(LocalShell(), args, "host")
